@@ -1,0 +1,204 @@
+// Command sealrelay is an SMTP relay agent: it accepts mail from local
+// applications, spools it durably, and forwards it to an upstream relay host
+// with SMTP AUTH, using relay credentials sealed with age to this server's
+// key or kept in Vault.
+//
+// Usage:
+//
+//	sealrelay keygen -o FILE                 new server identity (0600), public key on stdout
+//	sealrelay keygen -y FILE                 print the public key of an identity
+//	sealrelay creds set|list|rm|reencrypt    manage the sealed credential file
+//	sealrelay serve -c CONFIG                run the agent
+//	sealrelay check -c CONFIG                check config, credentials and each relay; sends no mail
+//	sealrelay queue list|retry|delete        inspect and act on the spool
+//	sealrelay demo                           the whole path on loopback, one message
+//	sealrelay version
+//
+// Exit status: 0 success, 1 failure, 2 usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/sealrelay/sealrelay/keys"
+)
+
+// env is what a command may touch: its standard streams and the process
+// context. Commands never use os.Stdin/Stdout/Stderr directly, so tests can
+// run them in-process.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// command is one subcommand.
+type command struct {
+	run   func(e *env, args []string) error
+	usage string
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"keygen":  {cmdKeygen, keygenUsage},
+		"creds":   {cmdCreds, credsUsage},
+		"serve":   {cmdServe, serveUsage},
+		"check":   {cmdCheck, checkUsage},
+		"queue":   {cmdQueue, queueUsage},
+		"demo":    {cmdDemo, demoUsage},
+		"version": {cmdVersion, "sealrelay version"},
+	}
+}
+
+const usage = `usage: sealrelay COMMAND [ARGS]
+
+  keygen -o FILE [--pq]      new server identity (mode 0600); public key on stdout
+  keygen -y FILE             print the public key of an identity
+  creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]
+  creds list -f FILE -i IDENTITY
+  creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY
+  creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY
+  serve -c CONFIG            run the agent (SIGHUP reloads credentials, SIGTERM drains)
+  check -c CONFIG            validate config, unseal credentials, TLS+AUTH to each relay
+  queue list|retry|delete [ID] -c CONFIG
+  demo                       everything on loopback in a temp dir, one message relayed
+  version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(&env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status.
+func run(e *env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(e.stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "sealrelay: unknown command %q\n", args[0])
+		fmt.Fprint(e.stderr, usage)
+		return 2
+	}
+	err := cmd.run(e, args[1:])
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(e.stderr, "usage: "+cmd.usage)
+		return 0
+	}
+	printError(e.stderr, err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(e.stderr, "usage: "+cmd.usage)
+		return 2
+	}
+	return 1
+}
+
+// printError writes err as "sealrelay: ..." and every hint found in its
+// chain as "sealrelay: hint: ...".
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "sealrelay: %v\n", err)
+	for _, h := range hints(err) {
+		fmt.Fprintf(w, "sealrelay: hint: %s\n", h)
+	}
+}
+
+// hints collects the Hint of every keys.Hinter in err's tree, once each.
+func hints(err error) []string {
+	var out []string
+	seen := map[string]bool{}
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		if h, ok := err.(keys.Hinter); ok && !seen[h.Hint()] {
+			seen[h.Hint()] = true
+			out = append(out, h.Hint())
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// newFlags returns a FlagSet that reports errors instead of exiting and
+// prints nothing itself.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parseFlags parses args allowing flags and positional arguments in any
+// order ("creds set NAME -f FILE" as well as "creds set -f FILE NAME"), and
+// returns the positional ones. A bad flag is a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{msg: err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func cmdVersion(e *env, args []string) error {
+	if len(args) != 0 {
+		return usagef("version takes no arguments")
+	}
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	fmt.Fprintf(e.stdout, "sealrelay %s\n", v)
+	return nil
+}

@@ -1,0 +1,247 @@
+package keys
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"filippo.io/age"
+	"filippo.io/age/plugin"
+)
+
+// maxIdentityFile caps how much of an identity file is read.
+const maxIdentityFile = 1 << 20
+
+// Identity is a server's age identity: one or more secret keys and their
+// public keys. Its String method shows only the file and public keys.
+type Identity struct {
+	path       string
+	identities []age.Identity
+	publicKeys []string
+}
+
+// Path returns the file the identity was loaded from ("" if parsed).
+func (id *Identity) Path() string { return id.path }
+
+// Identities returns the age identities, for age.Decrypt.
+func (id *Identity) Identities() []age.Identity { return id.identities }
+
+// PublicKeys returns the public keys (age1...) of the identity's secret keys,
+// where they are known. A plugin identity's public key is known only if the
+// file names it in a "# public key:" or "# Recipient:" comment.
+func (id *Identity) PublicKeys() []string { return id.publicKeys }
+
+// PublicKey returns the first public key, or "(unknown)".
+func (id *Identity) PublicKey() string {
+	if len(id.publicKeys) == 0 {
+		return "(unknown)"
+	}
+	return id.publicKeys[0]
+}
+
+// String shows the path and public keys, never secret material.
+func (id *Identity) String() string {
+	return fmt.Sprintf("identity %s (%s)", id.path, strings.Join(id.publicKeys, ", "))
+}
+
+// GoString is the same as String.
+func (id *Identity) GoString() string { return id.String() }
+
+// PermissionError reports an identity file that group or others may read.
+type PermissionError struct {
+	Path string
+	Mode fs.FileMode
+}
+
+func (e *PermissionError) Error() string {
+	return fmt.Sprintf("identity file %s is accessible by group or others (mode %04o); refusing to use it", e.Path, e.Mode.Perm())
+}
+
+// Hint tells how to fix the mode.
+func (e *PermissionError) Hint() string {
+	return fmt.Sprintf("make it readable by its owner only: chmod 600 %s", e.Path)
+}
+
+// Generate returns a new identity in the format age-keygen writes (comment
+// lines, then the secret key) and its public key. With pq it makes a hybrid
+// post-quantum key (age1pq1...).
+func Generate(pq bool, now time.Time) (file []byte, publicKey string, err error) {
+	var secret fmt.Stringer
+	if pq {
+		k, err := age.GenerateHybridIdentity()
+		if err != nil {
+			return nil, "", fmt.Errorf("generating post-quantum identity: %w", err)
+		}
+		secret, publicKey = k, k.Recipient().String()
+	} else {
+		k, err := age.GenerateX25519Identity()
+		if err != nil {
+			return nil, "", fmt.Errorf("generating identity: %w", err)
+		}
+		secret, publicKey = k, k.Recipient().String()
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# created: %s\n", now.Format(time.RFC3339))
+	fmt.Fprintf(&b, "# public key: %s\n", publicKey)
+	fmt.Fprintf(&b, "%s\n", secret)
+	return b.Bytes(), publicKey, nil
+}
+
+// WriteNew generates an identity and writes it to path with mode 0600. It
+// never overwrites: the file is created with O_EXCL. It returns the public
+// key.
+func WriteNew(path string, pq bool) (string, error) {
+	data, pub, err := Generate(pq, time.Now())
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("identity file %s already exists; refusing to overwrite it", path)
+		}
+		return "", fmt.Errorf("creating identity file: %w", err)
+	}
+	_, werr := f.Write(data)
+	clear(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("writing identity file %s: %w", path, werr)
+	}
+	return pub, nil
+}
+
+// Load reads an identity file. It refuses a file whose mode lets group or
+// others read or write it (a *PermissionError).
+func Load(path string) (*Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening identity file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("identity file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("identity file %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, &PermissionError{Path: path, Mode: fi.Mode()}
+	}
+	id, err := Parse(f, path)
+	if err != nil {
+		return nil, err
+	}
+	id.path = path
+	return id, nil
+}
+
+// Parse reads an identity in age-keygen's format from r; name is used in
+// errors. It does not check file permissions: use Load for files.
+func Parse(r io.Reader, name string) (*Identity, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxIdentityFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading identity file %s: %w", name, err)
+	}
+	defer clear(data)
+	if len(data) > maxIdentityFile {
+		return nil, fmt.Errorf("identity file %s is larger than %d bytes", name, maxIdentityFile)
+	}
+	id := &Identity{path: name}
+	var commentKeys []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), maxIdentityFile)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if !utf8.ValidString(line) {
+			return nil, fmt.Errorf("identity file %s: line %d is not valid UTF-8", name, n)
+		}
+		if c, ok := strings.CutPrefix(line, "#"); ok {
+			if k := commentPublicKey(c); k != "" {
+				commentKeys = append(commentKeys, k)
+			}
+			continue
+		}
+		switch {
+		case strings.HasPrefix(line, "AGE-SECRET-KEY-PQ-1"):
+			k, err := age.ParseHybridIdentity(line)
+			if err != nil {
+				return nil, fmt.Errorf("identity file %s: line %d: malformed post-quantum secret key", name, n)
+			}
+			id.identities = append(id.identities, k)
+			id.publicKeys = append(id.publicKeys, k.Recipient().String())
+		case strings.HasPrefix(line, "AGE-SECRET-KEY-1"):
+			k, err := age.ParseX25519Identity(line)
+			if err != nil {
+				return nil, fmt.Errorf("identity file %s: line %d: malformed secret key", name, n)
+			}
+			id.identities = append(id.identities, k)
+			id.publicKeys = append(id.publicKeys, k.Recipient().String())
+		case strings.HasPrefix(line, "AGE-PLUGIN-"):
+			k, err := plugin.NewIdentity(line, pluginUI)
+			if err != nil {
+				return nil, fmt.Errorf("identity file %s: line %d: malformed plugin identity", name, n)
+			}
+			id.identities = append(id.identities, k)
+		default:
+			return nil, fmt.Errorf("identity file %s: line %d is not an age secret key (AGE-SECRET-KEY-1..., AGE-SECRET-KEY-PQ-1... or AGE-PLUGIN-...)", name, n)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("reading identity file %s: %w", name, err)
+	}
+	if len(id.identities) == 0 {
+		return nil, fmt.Errorf("identity file %s holds no secret key", name)
+	}
+	if len(id.publicKeys) == 0 {
+		id.publicKeys = commentKeys
+	}
+	return id, nil
+}
+
+// commentPublicKey returns the public key a comment line names, as
+// age-keygen ("public key: age1...") and age-plugin-yubikey ("Recipient:
+// age1yubikey1...") write them.
+func commentPublicKey(c string) string {
+	c = strings.TrimSpace(c)
+	for _, p := range []string{"public key:", "Recipient:"} {
+		if k, ok := strings.CutPrefix(c, p); ok {
+			k = strings.TrimSpace(k)
+			if strings.HasPrefix(k, "age1") {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// pluginUI serves age plugins for a daemon: there is no one to answer a
+// prompt, so requests for input fail, and messages are dropped.
+var pluginUI = &plugin.ClientUI{
+	DisplayMessage: func(name, message string) error { return nil },
+	RequestValue: func(name, prompt string, secret bool) (string, error) {
+		return "", fmt.Errorf("age plugin %s asked for input, which sealrelay cannot give", name)
+	},
+	Confirm: func(name, prompt, yes, no string) (bool, error) {
+		return false, fmt.Errorf("age plugin %s asked for confirmation, which sealrelay cannot give", name)
+	},
+}
