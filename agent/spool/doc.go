@@ -1,0 +1,36 @@
+// Package spool is sealrelay's durable mail queue: it takes messages from the
+// listener, keeps them on disk until the relay has accepted them, schedules
+// delivery attempts with exponential backoff and jitter, and sends a delivery
+// status notification (DSN) to the sender for recipients that fail.
+//
+// What it promises:
+//
+//   - Put returns only once the message and its envelope are on stable
+//     storage: each is written to a temporary file, fsynced, renamed into
+//     place, and the directory is fsynced. The envelope's rename is the commit
+//     point. If anything fails, nothing is left behind and Put returns an
+//     error, so the listener can answer 451 and acknowledge nothing.
+//     Concurrent Puts share directory fsyncs (group commit) without ever
+//     returning before their own rename is durable.
+//   - Every item is two files in the spool directory (mode 0700): ID.msg, the
+//     message exactly as received (CRLF line endings, not dot-stuffed), and
+//     ID.env, its envelope: indented JSON holding the sender, the recipients
+//     with their state (pending, delivered, failed) and last error, the
+//     attempt count and the next attempt. Files are mode 0600. Nothing but
+//     what a Delivery and RcptResult carry is ever written; no credential
+//     reaches the spool.
+//   - Open locks the directory (one agent per spool), then loads and
+//     schedules every complete item. Incomplete or damaged
+//     items (a message without an envelope, an envelope that does not parse,
+//     a missing message or one of the wrong size) are moved to the
+//     quarantine subdirectory with a log line naming each; nothing is ever
+//     deleted except leftover temporary files, which were never acknowledged.
+//   - Delivery is at least once: a crash between the relay's 250 and the
+//     envelope update may send a message twice; nothing is lost.
+//   - Recipients that fail permanently, and those still pending when an item
+//     is older than MaxLifetime, get a DSN (RFC 3464 multipart/report) sent to
+//     the sender through the same queue; the null sender gets none.
+//
+// The spool imports no other agent package: delivery is the Deliverer
+// interface it defines in api.go.
+package spool

@@ -1,0 +1,173 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// File names inside the spool directory.
+const (
+	msgSuffix     = ".msg"
+	envSuffix     = ".env"
+	tmpSuffix     = ".tmp"
+	quarantineDir = "quarantine"
+)
+
+// store is the spool's durable write path: every file that must survive a
+// crash is written through it.
+type store struct {
+	dir  string
+	dirf *os.File // the spool directory, open for fsync (and locked, see lockDir)
+	// testHookBeforeSync is Options.TestHookBeforeSync.
+	testHookBeforeSync func(path string) error
+	dirSync            groupSync
+}
+
+func newStore(dir string, dirf *os.File, hook func(string) error) *store {
+	s := &store{dir: dir, dirf: dirf, testHookBeforeSync: hook}
+	s.dirSync.fn = func() error { return s.fsync(s.dirf, s.dir) }
+	s.dirSync.cond.L = &s.dirSync.mu
+	return s
+}
+
+func (s *store) path(id, suffix string) string {
+	return filepath.Join(s.dir, id+suffix)
+}
+
+// fsync flushes f, named path, to stable storage.
+func (s *store) fsync(f *os.File, path string) error {
+	if s.testHookBeforeSync != nil {
+		if err := s.testHookBeforeSync(path); err != nil {
+			return fmt.Errorf("fsync %s: %w", path, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeFile creates path with mode 0600, lets fill write its content, and
+// fsyncs and closes it. With exclusive, an existing path is an error;
+// otherwise it is truncated. On any error path is removed.
+func (s *store) writeFile(path string, exclusive bool, fill func(w io.Writer) error) (err error) {
+	flags := os.O_WRONLY | os.O_CREATE
+	if exclusive {
+		flags |= os.O_EXCL
+	} else {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close %s: %w", path, cerr)
+		}
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	if err := fill(f); err != nil {
+		return err
+	}
+	return s.fsync(f, path)
+}
+
+// replace atomically puts data at path: temp file, write, fsync, rename,
+// directory fsync.
+func (s *store) replace(path string, data []byte) error {
+	tmp := path + tmpSuffix
+	err := s.writeFile(tmp, false, func(w io.Writer) error {
+		if _, err := w.Write(data); err != nil {
+			return fmt.Errorf("write %s: %w", tmp, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return s.dirSync.sync()
+}
+
+// remove deletes the named files in order and makes the removal durable.
+// Missing files are not an error.
+func (s *store) remove(paths ...string) error {
+	var errs []error
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.dirSync.sync(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// syncDirPath fsyncs the directory at path (one not held open).
+func (s *store) syncDirPath(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return s.fsync(d, path)
+}
+
+// groupSync runs fn (a directory fsync) on behalf of many concurrent
+// callers: a caller returns once a run of fn that started after its call
+// has finished, so its earlier renames are covered, and several callers
+// arriving while a run is in progress share the next one. This is the group
+// commit: one directory fsync per batch of Puts, never an acknowledgement
+// before the caller's own rename is durable.
+type groupSync struct {
+	fn func() error
+
+	mu        sync.Mutex
+	cond      sync.Cond
+	running   bool
+	started   uint64 // runs started
+	done      uint64 // the last run finished
+	failedGen uint64 // the last run that failed
+	failErr   error
+}
+
+func (g *groupSync) sync() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := g.started + 1 // the first run that starts after this call
+	for g.done < want {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		gen := g.started
+		g.mu.Unlock()
+		err := g.fn()
+		g.mu.Lock()
+		g.running = false
+		g.done = gen
+		if err != nil {
+			g.failedGen, g.failErr = gen, err
+		}
+		g.cond.Broadcast()
+	}
+	// A failure of any run from ours on counts as ours: a later success
+	// does not prove that a failed fsync's changes reached the disk.
+	if g.failedGen >= want {
+		return g.failErr
+	}
+	return nil
+}

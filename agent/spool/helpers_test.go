@@ -1,0 +1,249 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// t0 is the fake clock's start.
+var t0 = time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
+
+// fakeClock is the clock seam's value in tests.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink that tests can read while the queue writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// lines returns the log lines containing every one of words.
+func (s *syncBuffer) lines(words ...string) []string {
+	var out []string
+	for _, l := range strings.Split(s.String(), "\n") {
+		ok := l != ""
+		for _, w := range words {
+			ok = ok && strings.Contains(l, w)
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// harness is a queue on a fresh directory with a fake clock, a fixed jitter
+// (factor 1.0), captured logs, and a channel that receives the ID of each
+// item after its delivery attempt is recorded.
+type harness struct {
+	t         *testing.T
+	q         *Queue
+	dir       string
+	clock     *fakeClock
+	logs      *syncBuffer
+	processed chan string
+}
+
+func newHarness(t *testing.T, opt Options) *harness {
+	t.Helper()
+	h := &harness{
+		t:         t,
+		dir:       opt.Dir,
+		clock:     &fakeClock{t: t0},
+		logs:      &syncBuffer{},
+		processed: make(chan string, 100),
+	}
+	if h.dir == "" {
+		h.dir = filepath.Join(t.TempDir(), "spool")
+	}
+	opt.Dir = h.dir
+	if opt.Hostname == "" {
+		opt.Hostname = "relay1.example.com"
+	}
+	opt.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opt.testNow = h.clock.Now
+	if opt.testRand == nil {
+		opt.testRand = func() float64 { return 0.5 }
+	}
+	opt.testProcessed = func(id string) { h.processed <- id }
+	q, err := Open(opt)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { q.Close() })
+	h.q = q
+	return h
+}
+
+// run starts the scheduler until the test ends.
+func (h *harness) run(d Deliverer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.q.Run(ctx, d); close(done) }()
+	h.t.Cleanup(func() { cancel(); <-done })
+}
+
+// put queues a small message and returns its ID.
+func (h *harness) put(from string, to ...string) string {
+	h.t.Helper()
+	id, err := h.q.Put(context.Background(), from, to, strings.NewReader(testMessage))
+	if err != nil {
+		h.t.Fatalf("Put: %v", err)
+	}
+	return id
+}
+
+// waitProcessed waits until len(ids) delivery attempts have been recorded,
+// in any order, and checks that each non-empty id is among them ("" stands
+// for an item whose ID the test does not know, such as a DSN).
+func (h *harness) waitProcessed(ids ...string) {
+	h.t.Helper()
+	var got []string
+	for range ids {
+		select {
+		case id := <-h.processed:
+			got = append(got, id)
+		case <-time.After(10 * time.Second):
+			h.t.Fatalf("only %d of %d delivery attempts (%q) recorded within 10s", len(got), len(ids), ids)
+		}
+	}
+	for _, id := range ids {
+		if id != "" && !slices.Contains(got, id) {
+			h.t.Fatalf("attempts recorded for %q, want %q among them", got, id)
+		}
+	}
+}
+
+// advance sets the fake clock and wakes the scheduler.
+func (h *harness) advance(to time.Time) {
+	h.clock.Set(to)
+	h.q.kick()
+}
+
+// info returns the queue's view of id.
+func (h *harness) info(id string) Info {
+	h.t.Helper()
+	for _, in := range h.q.List() {
+		if in.ID == id {
+			return in
+		}
+	}
+	h.t.Fatalf("item %s is not in the queue", id)
+	return Info{}
+}
+
+// crash releases the queue's directory the way the death of its process
+// would, without any of Close's orderly steps.
+func crash(q *Queue) { q.st.dirf.Close() }
+
+const testMessage = "From: alice@example.com\r\n" +
+	"To: bob@example.org\r\n" +
+	"Subject: quarterly report\r\n" +
+	"Message-ID: <m1@example.com>\r\n" +
+	"\r\n" +
+	"Hello Bob,\r\n" +
+	"the numbers are attached.\r\n"
+
+// delivery is what the fake deliverer saw.
+type delivery struct {
+	Delivery
+	Body string
+}
+
+// fakeDeliverer records each delivery with its body and answers with
+// respond, which gets the delivery and returns one status and error per
+// recipient.
+type fakeDeliverer struct {
+	respond func(d *Delivery) []RcptResult
+
+	mu    sync.Mutex
+	calls []delivery
+}
+
+func (f *fakeDeliverer) Deliver(ctx context.Context, d *Delivery) []RcptResult {
+	rc, err := d.Open()
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(rc)
+		rc.Close()
+	}
+	if err != nil {
+		body = []byte("<cannot read the message: " + err.Error() + ">")
+	}
+	f.mu.Lock()
+	f.calls = append(f.calls, delivery{Delivery: *d, Body: string(body)})
+	f.mu.Unlock()
+	return f.respond(d)
+}
+
+func (f *fakeDeliverer) deliveries() []delivery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]delivery(nil), f.calls...)
+}
+
+// all answers every recipient with the same status and error.
+func all(s Status, err error) func(d *Delivery) []RcptResult {
+	return func(d *Delivery) []RcptResult {
+		var rs []RcptResult
+		for _, r := range d.To {
+			rs = append(rs, RcptResult{Rcpt: r, Status: s, Err: err, Relay: "primary"})
+		}
+		return rs
+	}
+}
+
+// filesIn lists the regular files directly in dir.
+func filesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
