@@ -1,0 +1,163 @@
+package smtpd
+
+import (
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Address handling.
+//
+// go-smtp parses the path in MAIL FROM and RCPT TO. What reaches the
+// session is already:
+//   - stripped of a source route: "<@a,@b:user@c>" arrives as "user@c".
+//     We accept and strip, as RFC 5321 section 4.1.1.3 and appendix C ask
+//     ("SHOULD ignore the route"); the route is never relayed.
+//   - unquoted: `"john doe"@example.com` arrives as `john doe@example.com`.
+//     normalizeAddress quotes such a local part again, so that the address
+//     the spool relays is the one the client meant.
+//
+// We check the rest: the address is printable ASCII (no NUL or other
+// control characters; non-ASCII needs SMTPUTF8, which we do not offer), it
+// has exactly one '@', and the domain is a dot-separated host name or an
+// address literal. A '%' in the local part ("user%host@relay") is not
+// interpreted: the address is relayed as it is, and only clients from the
+// allowed networks can send at all.
+
+// maxPathLength is RFC 5321's limit on a forward or reverse path,
+// including the angle brackets (section 4.5.3.1.3).
+const maxPathLength = 256
+
+// normalizeAddress checks addr as parsed by go-smtp and returns it in the
+// form to store: with its local part quoted if it needs quoting. rcpt
+// selects the enhanced codes of RCPT TO (5.1.3) rather than MAIL FROM
+// (5.1.7). The returned error is an *smtp.SMTPError fit to send.
+func normalizeAddress(addr string, rcpt bool) (string, *smtp.SMTPError) {
+	bad := func(msg string) *smtp.SMTPError {
+		code := smtp.EnhancedCode{5, 1, 7}
+		if rcpt {
+			code = smtp.EnhancedCode{5, 1, 3}
+		}
+		return &smtp.SMTPError{Code: 501, EnhancedCode: code, Message: msg}
+	}
+	for i := 0; i < len(addr); i++ {
+		c := addr[i]
+		if c >= 0x80 {
+			return "", &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+				Message: "non-ASCII address requires SMTPUTF8, which this server does not offer"}
+		}
+		if c < 0x20 || c == 0x7f {
+			return "", bad("control character in address")
+		}
+	}
+	local, domain, ok := strings.Cut(addr, "@")
+	if !ok || local == "" || domain == "" {
+		return "", bad("address must be local-part@domain")
+	}
+	if strings.Contains(domain, "@") {
+		return "", bad("address has more than one @")
+	}
+	if !validDomain(domain) {
+		return "", bad("invalid domain in address")
+	}
+	if !isDotString(local) {
+		local = quoteLocalPart(local)
+	}
+	out := local + "@" + domain
+	if len(out)+2 > maxPathLength {
+		return "", bad("address too long")
+	}
+	return out, nil
+}
+
+// isAtext reports whether c is an RFC 5322 atext character.
+func isAtext(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
+}
+
+// isDotString reports whether s is an RFC 5321 Dot-string: atoms of atext
+// separated by single dots.
+func isDotString(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '.' && !isAtext(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteLocalPart returns s as an RFC 5321 Quoted-string.
+func quoteLocalPart(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// validDomain accepts a host name (labels of letters, digits, '-' and '_',
+// separated by dots) or an address literal ("[192.0.2.1]",
+// "[IPv6:2001:db8::1]"), without judging whether it resolves.
+func validDomain(d string) bool {
+	if len(d) > 255 {
+		return false
+	}
+	if strings.HasPrefix(d, "[") {
+		if len(d) < 3 || d[len(d)-1] != ']' {
+			return false
+		}
+		for i := 1; i < len(d)-1; i++ {
+			c := d[i]
+			if !(isLetterDigit(c) || c == '.' || c == ':') {
+				return false
+			}
+		}
+		return true
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(isLetterDigit(c) || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isLetterDigit(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validHelo reports whether name is acceptable as a HELO/EHLO argument. It
+// goes into the Received header, so it must be a plain token: a host name
+// or an address literal, at most 255 bytes. We do not check that it
+// resolves or matches the client's address (local applications are often
+// misconfigured, and the client IP is recorded next to it anyway).
+func validHelo(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(isLetterDigit(c) || strings.IndexByte(".-_:[]", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}

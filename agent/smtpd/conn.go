@@ -1,0 +1,207 @@
+package smtpd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn wraps every accepted connection, below go-smtp and below TLS. It
+// gives the connection an id and a client address, counts errors in a row,
+// turns an HTTP request line away before go-smtp sees it, and lets the
+// server end reads (on too many errors, or at shutdown) without racing
+// go-smtp's own writes.
+type conn struct {
+	net.Conn
+	srv  *Server
+	id   string
+	addr netip.Addr // client address, unmapped; invalid for non-IP peers
+
+	// stopReads, once set, is returned by every Read.
+	stopReads atomic.Pointer[error]
+
+	// firstLine is used until the first line has been seen: it buffers
+	// the start of the connection so that an HTTP request line can be
+	// refused before go-smtp reads it.
+	firstLine     []byte
+	firstLineDone bool
+
+	mu             sync.Mutex
+	errors         int  // errors in a row
+	inData         int  // Data calls in progress
+	closeAfterData bool // shutdown arrived during DATA
+}
+
+func newConn(c net.Conn, srv *Server) *conn {
+	var b [8]byte
+	rand.Read(b[:])
+	tc := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:])}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		tc.addr = ap.Addr().Unmap()
+	}
+	return tc
+}
+
+// httpMethods are the request lines refused as the first line, followed by
+// a space (Postfix refuses CONNECT, GET and POST with smtpd_forbidden_commands).
+var httpMethods = [][]byte{
+	[]byte("GET "), []byte("POST "), []byte("HEAD "), []byte("PUT "),
+	[]byte("CONNECT "), []byte("OPTIONS "), []byte("DELETE "), []byte("PATCH "), []byte("TRACE "),
+}
+
+// maxMethodLen is enough of the first line to recognise an HTTP method.
+const maxMethodLen = 8
+
+// isHTTPRequest reports whether line (or the start of it) is an HTTP
+// request line.
+func isHTTPRequest(line []byte) bool {
+	for _, m := range httpMethods {
+		if bytes.HasPrefix(line, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if e := c.stopReads.Load(); e != nil {
+		return 0, *e
+	}
+	if !c.firstLineDone {
+		return c.readFirstLine(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// readFirstLine reads until it has the first line or enough of it to tell
+// an HTTP request, then serves p from what it buffered.
+func (c *conn) readFirstLine(p []byte) (int, error) {
+	for len(c.firstLine) < maxMethodLen && bytes.IndexByte(c.firstLine, '\n') < 0 {
+		var buf [512]byte
+		n, err := c.Conn.Read(buf[:])
+		c.firstLine = append(c.firstLine, buf[:n]...)
+		if err != nil {
+			if len(c.firstLine) > 0 && !isHTTPRequest(c.firstLine) {
+				break // serve what we have; the error comes back next Read
+			}
+			return 0, err
+		}
+	}
+	if isHTTPRequest(c.firstLine) {
+		c.srv.reject(ReasonHTTP)
+		c.srv.log.Warn("http request on smtp port, closing connection", "session", c.id, "client", c.addr.String())
+		c.writeNow("221 2.7.0 this is an SMTP server, not a web server; closing connection\r\n")
+		c.stop(io.EOF)
+		return 0, io.EOF
+	}
+	n := copy(p, c.firstLine)
+	c.firstLine = c.firstLine[n:]
+	if len(c.firstLine) == 0 {
+		c.firstLine = nil
+		c.firstLineDone = true
+	}
+	return n, nil
+}
+
+// writeNow writes s directly to the connection, with the write timeout.
+// Only for when go-smtp is not writing (it is waiting for our Read).
+func (c *conn) writeNow(s string) {
+	c.SetWriteDeadline(time.Now().Add(c.srv.opt.WriteTimeout))
+	io.WriteString(c.Conn, s)
+}
+
+// stop makes every further Read return err.
+func (c *conn) stop(err error) {
+	c.stopReads.CompareAndSwap(nil, &err)
+}
+
+// noteError counts an error answered to the client and reports whether the
+// client has now made MaxErrors errors in a row.
+func (c *conn) noteError() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.errors++
+	return c.errors >= c.srv.opt.MaxErrors
+}
+
+// noteSuccess resets the count of errors in a row.
+func (c *conn) noteSuccess() {
+	c.mu.Lock()
+	c.errors = 0
+	c.mu.Unlock()
+}
+
+// beginData records that a message is being received. It returns false
+// if the server is shutting down and the message must be refused.
+func (c *conn) beginData() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeAfterData || c.stopReads.Load() != nil {
+		return false
+	}
+	c.inData++
+	return true
+}
+
+// endData records the end of a message; at shutdown it ends the session
+// once the reply has been written.
+func (c *conn) endData() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inData--
+	if c.inData == 0 && c.closeAfterData {
+		c.stop(os.ErrDeadlineExceeded)
+	}
+}
+
+// shutdown ends an idle session now (go-smtp answers the read timeout with
+// 421 4.4.2 and closes) and a session in DATA after its reply.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inData > 0 {
+		c.closeAfterData = true
+		return
+	}
+	c.stop(os.ErrDeadlineExceeded)
+	c.SetReadDeadline(time.Unix(1, 0)) // wake a blocked Read
+}
+
+// Close closes the connection and forgets it.
+func (c *conn) Close() error {
+	c.srv.untrack(c)
+	return c.Conn.Close()
+}
+
+// listener wraps the listener given to Serve: it wraps and tracks each
+// connection, and serves clients outside the allowed networks itself.
+type listener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c := newConn(nc, l.srv)
+		allowed := l.srv.allowed(c.addr)
+		if !l.srv.track(c, !allowed) {
+			nc.Close() // shutting down
+			continue
+		}
+		if allowed {
+			return c, nil
+		}
+		go l.srv.serveDenied(c)
+	}
+}

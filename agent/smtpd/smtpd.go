@@ -1,0 +1,385 @@
+// Package smtpd holds sealrelay's inbound SMTP listener: a go-smtp server
+// that accepts mail from local applications and hands each message to a
+// Queue.
+//
+// What it promises:
+//   - Only clients in AllowedNetworks can send. Any other client is served
+//     by a small refusal loop that never reaches go-smtp: 550 5.7.1 "relay
+//     access denied" to MAIL, RCPT, DATA, BDAT and every other command that
+//     would do or reveal something, 250 to HELO/EHLO/NOOP/RSET, 221 to QUIT.
+//     It is logged once per connection and nothing is ever queued.
+//   - A message is acknowledged (250) only after Queue.Put returned, that
+//     is, after it is on stable storage. A Put failure answers 451 4.3.0.
+//   - Only CRLF line endings are accepted in DATA and BDAT: a bare CR or
+//     bare LF anywhere answers 550 5.6.0 and nothing is queued (the SMTP
+//     smuggling defence; go-smtp passes them through). The check streams;
+//     the message is never buffered whole.
+//   - Limits: MaxMessageBytes answers 552 5.3.4, MaxRecipients answers
+//     452 4.5.3 to the excess recipients; the session goes on. Read and
+//     write timeouts are always set (go-smtp's defaults are unlimited); in
+//     DATA the read timeout applies to each read, not to the whole message.
+//   - MaxErrors errors in a row close the session with 421 4.7.0. (go-smtp
+//     itself also closes a session after its fourth unparsable command,
+//     with 500 5.5.1.)
+//   - An HTTP request line as the first line closes the connection at once.
+//   - The stored message is the client's bytes, dot-unstuffed, with a
+//     Received header prepended.
+//   - go-smtp's Debug writer, which would copy raw traffic, is never set.
+//
+// Addresses are checked as described in address.go: source routes are
+// accepted and stripped, '%' is not interpreted, control characters and
+// non-ASCII are refused.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Queue is where accepted messages go. agent/spool implements it.
+type Queue interface {
+	// Put stores the message durably and returns its id; it returns only
+	// after the message is on stable storage. It reads body to EOF, and
+	// if reading body fails it stores nothing and returns an error.
+	Put(ctx context.Context, from string, to []string, body io.Reader) (id string, err error)
+}
+
+// Defaults for the zero values of Options.
+const (
+	DefaultMaxMessageBytes = 36700160 // 35 MiB
+	DefaultMaxRecipients   = 100
+	DefaultTimeout         = 5 * time.Minute
+	DefaultMaxErrors       = 10
+)
+
+// maxLineLength is the longest command or message line accepted, CRLF
+// included (go-smtp's default: twice RFC 5321's 1000).
+const maxLineLength = 2000
+
+// DefaultAllowedNetworks is loopback.
+var DefaultAllowedNetworks = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// Options configures a Server. Zero values take the defaults above.
+type Options struct {
+	// Hostname is announced in the greeting and the Received header.
+	// Default: os.Hostname().
+	Hostname string
+	// AllowedNetworks are the client networks that may send.
+	// Default (nil or empty): DefaultAllowedNetworks.
+	AllowedNetworks []netip.Prefix
+	// MaxMessageBytes is the largest message accepted, as sent by the
+	// client. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+	// MaxRecipients per message. Default DefaultMaxRecipients.
+	MaxRecipients int
+	// ReadTimeout is how long the server waits for a command line, or for
+	// each read of a message. WriteTimeout bounds each reply. Default
+	// DefaultTimeout each.
+	ReadTimeout, WriteTimeout time.Duration
+	// TLSConfig, if set, enables STARTTLS (see LoadTLS).
+	TLSConfig *tls.Config
+	// MaxErrors is how many errors in a row close a session. Default
+	// DefaultMaxErrors.
+	MaxErrors int
+	// Logger receives the listener's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Reason names why something was refused, for Stats.
+type Reason string
+
+// Reasons for refusals.
+const (
+	ReasonNetwork        Reason = "network"          // a connection from outside AllowedNetworks
+	ReasonSize           Reason = "size"             // message over MaxMessageBytes
+	ReasonRecipients     Reason = "recipients"       // a recipient over MaxRecipients
+	ReasonBareLineEnding Reason = "bare_line_ending" // bare CR or LF in a message
+	ReasonLineTooLong    Reason = "line_too_long"    // a message line over 2000 bytes
+	ReasonAddress        Reason = "address"          // an invalid MAIL FROM or RCPT TO address
+	ReasonHelo           Reason = "helo"             // an invalid HELO/EHLO name
+	ReasonPersist        Reason = "persist"          // Queue.Put failed (451)
+	ReasonTooManyErrors  Reason = "too_many_errors"  // a session closed after MaxErrors errors
+	ReasonHTTP           Reason = "http"             // an HTTP request on the SMTP port
+	ReasonReadError      Reason = "read_error"       // the client stalled or vanished in DATA
+)
+
+// Stats is a snapshot of the listener's counters. Rejected counts the
+// refusals this package decides; go-smtp's own syntax and sequence errors,
+// and its SIZE= and BDAT size refusals, are not counted. ReasonNetwork
+// counts connections, the other reasons count replies.
+type Stats struct {
+	Accepted     uint64            // messages queued and acknowledged with 250
+	Rejected     map[Reason]uint64 // refusals by reason
+	Sessions     uint64            // connections accepted since start
+	SessionsOpen int               // connections open now
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("smtpd: server closed")
+
+// Server is the inbound listener.
+type Server struct {
+	opt  Options
+	q    Queue
+	log  *slog.Logger
+	smtp *smtp.Server
+
+	// ctx is the context of Queue.Put; cancelled when Shutdown gives up.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	accepted atomic.Uint64
+	sessions atomic.Uint64
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	closed   bool
+	rejected map[Reason]uint64
+	denied   sync.WaitGroup // serveDenied goroutines
+}
+
+// New returns a Server that queues accepted messages in q.
+func New(opt Options, q Queue) (*Server, error) {
+	if q == nil {
+		return nil, errors.New("smtpd: no queue")
+	}
+	if opt.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: hostname not set and os.Hostname failed: %w", err)
+		}
+		opt.Hostname = h
+	}
+	if !validHelo(opt.Hostname) {
+		return nil, fmt.Errorf("smtpd: invalid hostname %q: use letters, digits, '.', '-', '_' or an address literal", opt.Hostname)
+	}
+	if len(opt.AllowedNetworks) == 0 {
+		opt.AllowedNetworks = DefaultAllowedNetworks
+	}
+	nets := make([]netip.Prefix, len(opt.AllowedNetworks))
+	for i, p := range opt.AllowedNetworks {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("smtpd: allowed network %d is not a valid prefix", i+1)
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:a.b.c.d/n means a.b.c.d/(n-96)
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		nets[i] = p.Masked()
+	}
+	opt.AllowedNetworks = nets
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"max message bytes", opt.MaxMessageBytes},
+		{"max recipients", int64(opt.MaxRecipients)},
+		{"read timeout", int64(opt.ReadTimeout)},
+		{"write timeout", int64(opt.WriteTimeout)},
+		{"max errors", int64(opt.MaxErrors)},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("smtpd: %s is negative", f.name)
+		}
+	}
+	if opt.MaxMessageBytes == 0 {
+		opt.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if opt.MaxRecipients == 0 {
+		opt.MaxRecipients = DefaultMaxRecipients
+	}
+	if opt.ReadTimeout == 0 {
+		opt.ReadTimeout = DefaultTimeout
+	}
+	if opt.WriteTimeout == 0 {
+		opt.WriteTimeout = DefaultTimeout
+	}
+	if opt.MaxErrors == 0 {
+		opt.MaxErrors = DefaultMaxErrors
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.TLSConfig != nil {
+		opt.TLSConfig = opt.TLSConfig.Clone()
+		if opt.TLSConfig.MinVersion < tls.VersionTLS12 {
+			opt.TLSConfig.MinVersion = tls.VersionTLS12
+		}
+	}
+
+	s := &Server{
+		opt:      opt,
+		q:        q,
+		log:      opt.Logger,
+		conns:    make(map[*conn]struct{}),
+		rejected: make(map[Reason]uint64),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	srv := smtp.NewServer(backend{s})
+	srv.Domain = opt.Hostname
+	srv.MaxMessageBytes = opt.MaxMessageBytes
+	srv.MaxRecipients = 0 // the session enforces it, so that refusals are counted
+	srv.MaxLineLength = maxLineLength
+	srv.ReadTimeout = opt.ReadTimeout
+	srv.WriteTimeout = opt.WriteTimeout
+	srv.TLSConfig = opt.TLSConfig
+	srv.ErrorLog = errorLog{opt.Logger}
+	srv.Debug = nil // never: it would copy raw traffic
+	s.smtp = srv
+	return s, nil
+}
+
+// Serve accepts connections on l until Shutdown. It returns nil after
+// Shutdown, ErrServerClosed if Shutdown came first, or the listener's error.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		l.Close()
+		return ErrServerClosed
+	}
+	return s.smtp.Serve(&listener{Listener: l, srv: s})
+}
+
+// Shutdown stops accepting connections, ends idle sessions (with go-smtp's
+// 421 4.4.2), lets sessions receiving a message finish it and get their
+// reply, and then returns. If ctx ends first, it closes every connection,
+// cancels Queue.Put calls in progress and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.closed = true
+	for c := range s.conns {
+		c.shutdown()
+	}
+	s.mu.Unlock()
+
+	err := s.smtp.Shutdown(ctx)
+	if err == nil {
+		done := make(chan struct{})
+		go func() {
+			s.denied.Wait()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if ctx.Err() != nil {
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Conn.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+	s.cancel()
+	return err
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{
+		Accepted:     s.accepted.Load(),
+		Sessions:     s.sessions.Load(),
+		SessionsOpen: len(s.conns),
+		Rejected:     make(map[Reason]uint64, len(s.rejected)),
+	}
+	for r, n := range s.rejected {
+		st.Rejected[r] = n
+	}
+	return st
+}
+
+func (s *Server) reject(r Reason) {
+	s.mu.Lock()
+	s.rejected[r]++
+	s.mu.Unlock()
+}
+
+func (s *Server) allowed(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false // not an IP peer (a unix socket): not on any list
+	}
+	for _, p := range s.opt.AllowedNetworks {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// track registers a new connection; it returns false after Shutdown.
+func (s *Server) track(c *conn, denied bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.sessions.Add(1)
+	if denied {
+		s.denied.Add(1)
+	}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// errorLog sends go-smtp's internal error log (connection errors, and
+// panics it recovered from) to the injected logger.
+type errorLog struct{ log *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) {
+	e.log.Warn("smtp server error", "detail", fmt.Sprintf(format, v...))
+}
+
+func (e errorLog) Println(v ...any) {
+	e.log.Warn("smtp server error", "detail", fmt.Sprint(v...))
+}
+
+// LoadTLS loads a PEM certificate chain and its private key for STARTTLS.
+// Errors name the file that failed and never quote key material.
+func LoadTLS(certFile, keyFile string) (*tls.Config, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("read tls certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read tls key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}

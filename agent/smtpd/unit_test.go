@@ -1,0 +1,158 @@
+package smtpd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestStrictCRLFReader(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"", true},
+		{"a\r\nb\r\n", true},
+		{"\r\n\r\n", true},
+		{"no line ending at all", true},
+		{"a\nb", false},
+		{"a\rb", false},
+		{"a\r\r\n", false},
+		{"\n", false},
+		{"\r", false},
+		{"a\r\n\n", false},
+		{"a\n\r", false},
+		{"trailing CR\r", false},
+	} {
+		// Whole, and one byte per Read (a CRLF split across reads).
+		for _, split := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tc.in)
+			if split {
+				r = iotest.OneByteReader(r)
+			}
+			sr := &strictCRLFReader{r: r}
+			got, err := io.ReadAll(sr)
+			if tc.ok {
+				if err != nil || string(got) != tc.in {
+					t.Errorf("%q (split %v): got %q, %v; want it unchanged", tc.in, split, got, err)
+				}
+				continue
+			}
+			if !errors.Is(err, errBareLineEnding) {
+				t.Errorf("%q (split %v): err = %v, want errBareLineEnding", tc.in, split, err)
+			}
+			if !errors.Is(sr.err, errBareLineEnding) {
+				t.Errorf("%q: the error is not kept for the session", tc.in)
+			}
+			if !(&strictCRLFReader{}).check(got) {
+				t.Errorf("%q (split %v): passed on a bare line ending: %q", tc.in, split, got)
+			}
+		}
+	}
+}
+
+func TestStrictCRLFReaderKeepsUnderlyingError(t *testing.T) {
+	boom := errors.New("boom")
+	sr := &strictCRLFReader{r: iotest.ErrReader(boom)}
+	if _, err := io.ReadAll(sr); err != boom || sr.err != boom {
+		t.Fatalf("err = %v, kept %v; want boom", err, sr.err)
+	}
+}
+
+func TestNormalizeAddress(t *testing.T) {
+	for _, tc := range []struct{ in, out, err string }{
+		{"a@example.org", "a@example.org", ""},
+		{"first.last+tag@sub.example.org", "first.last+tag@sub.example.org", ""},
+		{"user%host@relay.example", "user%host@relay.example", ""},
+		{"john doe@example.org", `"john doe"@example.org`, ""},
+		{`a"b\c@example.org`, `"a\"b\\c"@example.org`, ""},
+		{".lead@example.org", `".lead"@example.org`, ""},
+		{"x@[192.0.2.1]", "x@[192.0.2.1]", ""},
+		{"x@under_score.example", "x@under_score.example", ""},
+		{"a@b@c.example", "", "501 5.1.3 address has more than one @"},
+		{"a@", "", "501 5.1.3 address must be local-part@domain"},
+		{"nodomain", "", "501 5.1.3 address must be local-part@domain"},
+		{"a@exa mple.org", "", "501 5.1.3 invalid domain in address"},
+		{"a@.example.org", "", "501 5.1.3 invalid domain in address"},
+		{"a@[1.2.3.4", "", "501 5.1.3 invalid domain in address"},
+		{"a@[]", "", "501 5.1.3 invalid domain in address"},
+		{"a@" + strings.Repeat("l", 64) + ".org", "", "501 5.1.3 invalid domain in address"},
+		{"a\x00@example.org", "", "501 5.1.3 control character in address"},
+		{"a\x7f@example.org", "", "501 5.1.3 control character in address"},
+		{"ü@example.org", "", "553 5.6.7 non-ASCII address requires SMTPUTF8, which this server does not offer"},
+	} {
+		out, e := normalizeAddress(tc.in, true)
+		got := ""
+		if e != nil {
+			got = fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+		}
+		if out != tc.out || got != tc.err {
+			t.Errorf("normalizeAddress(%q) = %q, %q; want %q, %q", tc.in, out, got, tc.out, tc.err)
+		}
+	}
+	if _, e := normalizeAddress("a@b@c", false); e == nil || e.EnhancedCode[2] != 7 {
+		t.Errorf("MAIL FROM errors use 5.1.7: %v", e)
+	}
+}
+
+func TestValidHelo(t *testing.T) {
+	for _, ok := range []string{"client.example", "localhost", "[127.0.0.1]", "[IPv6:::1]", "DESKTOP-AB_1"} {
+		if !validHelo(ok) {
+			t.Errorf("validHelo(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "a\x00b", "a\tb", "a(b)", "a;b", "é.example", strings.Repeat("a", 256)} {
+		if validHelo(bad) {
+			t.Errorf("validHelo(%q) = true", bad)
+		}
+	}
+}
+
+func TestLoadTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := testCert(t, dir)
+	cfg, err := LoadTLS(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Certificates) != 1 || cfg.MinVersion == 0 {
+		t.Errorf("config %+v", cfg)
+	}
+
+	keyPEM, _ := os.ReadFile(keyFile)
+	garbage := filepath.Join(dir, "garbage.pem")
+	os.WriteFile(garbage, []byte("not a certificate\n"), 0o600)
+	other := t.TempDir()
+	_, otherKey, _ := testCert(t, other)
+	missing := filepath.Join(dir, "missing.pem")
+
+	for _, tc := range []struct {
+		cert, key string
+		want      []string
+	}{
+		{missing, keyFile, []string{"read tls certificate: ", missing}},
+		{certFile, missing, []string{"read tls key: ", missing}},
+		{garbage, keyFile, []string{"tls certificate " + garbage + " with key " + keyFile + ": "}},
+		{certFile, garbage, []string{"tls certificate " + certFile + " with key " + garbage + ": "}},
+		{certFile, otherKey, []string{"tls certificate " + certFile + " with key " + otherKey + ": ", "does not match"}},
+	} {
+		_, err := LoadTLS(tc.cert, tc.key)
+		if err == nil {
+			t.Errorf("LoadTLS(%s, %s) succeeded", tc.cert, tc.key)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("LoadTLS error %q does not contain %q", err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), string(keyPEM[30:60])) {
+			t.Errorf("LoadTLS error quotes key material: %q", err)
+		}
+	}
+}
