@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+[[relay]]
+address = "smtp.example.com:587"
+credential = "primary"
+`
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := ParseConfig([]byte(minimal), "/etc/sealrelay/sealrelay.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if c.Hostname != host {
+		t.Errorf("hostname %q, want os.Hostname() %q", c.Hostname, host)
+	}
+	r := c.Relays[0]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", c.DataDir, "/var/lib/sealrelay"},
+		{"listen.address", c.Listen.Address, "127.0.0.1:2525"},
+		{"listen.allowed_networks", strings.Join(c.Listen.AllowedNetworks, ","), "127.0.0.0/8,::1/128"},
+		{"listen.max_message_bytes", c.Listen.MaxMessageBytes, int64(36700160)},
+		{"listen.max_recipients", c.Listen.MaxRecipients, 100},
+		{"relay.name", r.Name, "relay1"},
+		{"relay.tls", r.TLS, "starttls"},
+		{"relay.auth (with a credential)", r.Auth, "required"},
+		{"relay.allow_plaintext_auth", r.AllowPlaintextAuth, false},
+		{"relay.mechanisms", strings.Join(r.Mechanisms, ","), "PLAIN,LOGIN"},
+		{"relay.max_connections", r.MaxConnections, 10},
+		{"credentials.source", c.Credentials.Source, "age"},
+		{"credentials.identity", c.Credentials.Identity, "/etc/sealrelay/identity.txt"},
+		{"credentials.file", c.Credentials.File, "/etc/sealrelay/credentials.age"},
+		{"credentials.vault.mount", c.Credentials.Vault.Mount, "secret"},
+		{"credentials.vault.poll_interval", c.Credentials.Vault.PollInterval.Duration, 30 * time.Second},
+		{"queue.min_backoff", c.Queue.MinBackoff.Duration, 30 * time.Second},
+		{"queue.max_backoff", c.Queue.MaxBackoff.Duration, 30 * time.Minute},
+		{"queue.max_lifetime", c.Queue.MaxLifetime.Duration, 120 * time.Hour},
+		{"spool dir", c.SpoolDir(), "/var/lib/sealrelay/spool"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if got := c.CredentialNames(); len(got) != 1 || got[0] != "primary" {
+		t.Errorf("credential names %v", got)
+	}
+}
+
+func TestConfigRelayDefaultsPerRelay(t *testing.T) {
+	c, err := ParseConfig([]byte(`
+[[relay]]
+name = "a"
+address = "a.example:587"
+max_connections = 3
+[[relay]]
+name = "b"
+address = "b.example:465"
+tls = "implicit"
+`), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Relays[0].MaxConnections != 3 || c.Relays[1].MaxConnections != 10 {
+		t.Errorf("max_connections %d, %d: the second relay must keep the default", c.Relays[0].MaxConnections, c.Relays[1].MaxConnections)
+	}
+	if c.Relays[1].Auth != "disabled" {
+		t.Errorf("a relay without a credential defaults to auth = %q, want disabled", c.Relays[1].Auth)
+	}
+}
+
+func TestConfigRelativePaths(t *testing.T) {
+	c, err := ParseConfig([]byte(minimal+`
+[credentials]
+identity = "id.txt"
+`), "/etc/sr/sealrelay.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Credentials.Identity != "/etc/sr/id.txt" {
+		t.Errorf("identity %q, want it relative to the config file", c.Credentials.Identity)
+	}
+}
+
+// TestConfigErrors: every bad input names the file and the key (and the
+// line, where the TOML decoder knows it).
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		name, toml, want string
+	}{
+		{"unknown top key", "colour = 1\n" + minimal, "c.toml: colour: unknown key"},
+		{"unknown relay key", minimal + "passwd = \"x\"\n", "c.toml: relay.passwd: unknown key"},
+		{"unknown table key", minimal + "[queue]\nretries = 3\n", "c.toml: queue.retries: unknown key"},
+		{"syntax", "hostname = \n", "c.toml:1: hostname: "},
+		{"duration as number", minimal + "[queue]\nmin_backoff = 30\n", `c.toml:6: queue.min_backoff: a duration is a string such as "30s"`},
+		{"bad duration", minimal + "[queue]\nmin_backoff = \"30 seconds\"\n", `queue.min_backoff: invalid duration "30 seconds"`},
+		{"no relay", "hostname = \"h\"\n", "c.toml: relay: at least one [[relay]] is needed"},
+		{"bad tls", "[[relay]]\naddress = \"a:1\"\ntls = \"ssl\"\n", `c.toml: relay[0].tls: must be starttls, implicit or none, not "ssl"`},
+		{"bad auth", "[[relay]]\naddress = \"a:1\"\ncredential = \"x\"\nauth = \"yes\"\n", `relay[0].auth: must be required, enabled or disabled, not "yes"`},
+		{"required without credential", "[[relay]]\naddress = \"a:1\"\nauth = \"required\"\n", `relay[0].credential: auth = "required" needs a credential entry name`},
+		{"bad address", "[[relay]]\naddress = \"smtp.example.com\"\n", `relay[0].address: must be host:port`},
+		{"duplicate relay name", "[[relay]]\nname=\"a\"\naddress = \"a:1\"\n[[relay]]\nname=\"a\"\naddress = \"b:1\"\n", `relay[1].name: relay name "a" used twice`},
+		{"plaintext auth with tls", "[[relay]]\naddress = \"a:1\"\nallow_plaintext_auth = true\n", `relay[0].allow_plaintext_auth: only meaningful with tls = "none"`},
+		{"bad mechanism", "[[relay]]\naddress = \"a:1\"\nmechanisms = [\"CRAM-MD5\"]\n", `relay[0].mechanisms[0]: unsupported SASL mechanism "CRAM-MD5"`},
+		{"missing ca_file", "[[relay]]\naddress = \"a:1\"\nca_file = \"/nonexistent/ca.pem\"\n", `relay[0].ca_file: `},
+		{"bad network", "[listen]\nallowed_networks = [\"localhost\"]\n" + minimal, `listen.allowed_networks[0]: not a network in CIDR form`},
+		{"bad listen address", "[listen]\naddress = \"2525\"\n" + minimal, `listen.address: not host:port`},
+		{"tls_cert without key", "[listen]\ntls_cert = \"c.pem\"\n" + minimal, `listen.tls_cert: tls_cert and tls_key go together`},
+		{"bad source", minimal + "[credentials]\nsource = \"env\"\n", `credentials.source: must be age or vault, not "env"`},
+		{"vault without address", minimal + "[credentials]\nsource = \"vault\"\n", `credentials.vault.address: must be set`},
+		{"vault bad auth", minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"http://v:8200\"\nauth = \"userpass\"\n", `credentials.vault.auth: must be token, approle or kubernetes, not "userpass"`},
+		{"approle without files", minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"http://v:8200\"\nauth = \"approle\"\n", `credentials.vault.role_id_file: auth = "approle" needs role_id_file and secret_id_file`},
+		{"max_backoff below min", minimal + "[queue]\nmin_backoff = \"1m\"\nmax_backoff = \"30s\"\n", `queue.max_backoff: must not be less than min_backoff (1m0s)`},
+		{"log format", "log_format = \"xml\"\n" + minimal, `log_format: must be text or json, not "xml"`},
+	}
+	t.Setenv("VAULT_ADDR", "")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.toml), "c.toml")
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q\nwant it to contain %q", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "c.toml") {
+				t.Errorf("error %q does not start with the file name", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
+	if err == nil || !strings.Contains(err.Error(), "nope.toml") {
+		t.Errorf("error %v does not name the file", err)
+	}
+}
+
+// FuzzParseConfig: the config loader never panics, and whatever it accepts
+// validates again to the same result.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte("[listen]\naddress = \"127.0.0.1:0\"\n" + minimal))
+	f.Add([]byte("[[relay]]\naddress = \"a:1\"\n[[relay]]\naddress = \"b:2\"\ntls = \"none\"\n"))
+	f.Add([]byte(minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"http://v:8200\"\n"))
+	f.Add([]byte(minimal + "[queue]\nmin_backoff = \"1s\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data, "fuzz.toml")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz.toml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		if len(c.Relays) == 0 {
+			t.Fatal("accepted a config without relays")
+		}
+	})
+}
