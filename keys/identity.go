@@ -203,7 +203,9 @@ func Parse(r io.Reader, name string) (*Identity, error) {
 			}
 			id.identities = append(id.identities, k)
 		default:
-			return nil, fmt.Errorf("identity file %s: line %d is not an age secret key (AGE-SECRET-KEY-1..., AGE-SECRET-KEY-PQ-1... or AGE-PLUGIN-...)", name, n)
+			// The message names no key prefix, so that "AGE-SECRET-KEY" in
+			// any output always means a leak.
+			return nil, fmt.Errorf("identity file %s: line %d is not an age secret key (as age-keygen writes) or an age plugin identity", name, n)
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -116,25 +116,26 @@ func ParseRecipients(r io.Reader, name string) (*RecipientList, error) {
 		}
 		e := RecipientEntry{Line: n, Name: comment, PublicKey: line}
 		comment = ""
+		// age's parse errors quote the line; ours give only its number.
 		switch {
 		case strings.HasPrefix(line, "AGE-SECRET-KEY-"), strings.HasPrefix(line, "AGE-PLUGIN-"):
 			return nil, fmt.Errorf("%s:%d: this line is a secret key, not a public one; remove it from the list (and treat that key as exposed)", name, n)
 		case strings.HasPrefix(line, "age1pq1"):
 			rc, err := age.ParseHybridRecipient(line)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: malformed post-quantum recipient: %w", name, n, err)
+				return nil, fmt.Errorf("%s:%d: malformed post-quantum recipient (bad length or checksum)", name, n)
 			}
 			e.Kind, e.Recipient = PostQuantum, rc
 		case isPluginRecipient(line):
 			rc, err := plugin.NewRecipient(line, pluginUI)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: malformed plugin recipient: %w", name, n, err)
+				return nil, fmt.Errorf("%s:%d: malformed plugin recipient", name, n)
 			}
 			e.Kind, e.Recipient = Plugin, rc
 		case strings.HasPrefix(line, "age1"):
 			rc, err := age.ParseX25519Recipient(line)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: malformed recipient: %w", name, n, err)
+				return nil, fmt.Errorf("%s:%d: malformed recipient (bad length or checksum)", name, n)
 			}
 			e.Kind, e.Recipient = Classic, rc
 		default:

@@ -33,29 +33,37 @@ type Credential struct {
 	// password.
 	Version string
 
-	password string
+	// password is behind a pointer so that fmt, printing a struct that
+	// holds a Credential in an unexported field (where it cannot call
+	// Format), shows an address rather than the password.
+	password *string
 }
 
 // NewCredential returns a Credential holding password.
 func NewCredential(name, username, password, version string) Credential {
-	return Credential{Name: name, Username: username, Version: version, password: password}
+	return Credential{Name: name, Username: username, Version: version, password: &password}
 }
 
 // Password returns the password. Call it only where the password is handed
 // to the SASL client, never to build a message.
-func (c Credential) Password() string { return c.password }
+func (c Credential) Password() string {
+	if c.password == nil {
+		return ""
+	}
+	return *c.password
+}
 
 // IsZero reports whether c holds no account.
-func (c Credential) IsZero() bool { return c.Username == "" && c.password == "" }
+func (c Credential) IsZero() bool { return c.Username == "" && c.Password() == "" }
 
 // HasPassword reports whether c holds a non-empty password.
-func (c Credential) HasPassword() bool { return c.password != "" }
+func (c Credential) HasPassword() bool { return c.Password() != "" }
 
 // SameSecret reports whether c and o hold the same username and password. The
 // password comparison takes constant time.
 func (c Credential) SameSecret(o Credential) bool {
 	return c.Username == o.Username &&
-		subtle.ConstantTimeCompare([]byte(c.password), []byte(o.password)) == 1
+		subtle.ConstantTimeCompare([]byte(c.Password()), []byte(o.Password())) == 1
 }
 
 // String shows the name, username and version, with the password redacted.
@@ -104,7 +112,7 @@ func (c Credential) MarshalJSON() ([]byte, error) {
 func (c Credential) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
 func (c Credential) redacted() string {
-	if c.password == "" {
+	if c.Password() == "" {
 		return "[empty]"
 	}
 	return Redacted
