@@ -54,14 +54,16 @@ func (id *Identity) String() string {
 // GoString is the same as String.
 func (id *Identity) GoString() string { return id.String() }
 
-// PermissionError reports an identity file that group or others may read.
+// PermissionError reports a file holding a secret (an identity, a Vault
+// token...) that group or others may read or write.
 type PermissionError struct {
+	What string // "identity file", "vault token file"...
 	Path string
 	Mode fs.FileMode
 }
 
 func (e *PermissionError) Error() string {
-	return fmt.Sprintf("identity file %s is accessible by group or others (mode %04o); refusing to use it", e.Path, e.Mode.Perm())
+	return fmt.Sprintf("%s %s is accessible by group or others (mode %04o); refusing to use it", e.What, e.Path, e.Mode.Perm())
 }
 
 // Hint tells how to fix the mode.
@@ -124,24 +126,42 @@ func WriteNew(path string, pq bool) (string, error) {
 	return pub, nil
 }
 
+// Private is the mode mask OpenSecret refuses for files only their owner
+// may read, as ssh does for private keys.
+const Private fs.FileMode = 0o077
+
+// OpenSecret opens a regular file that holds a secret; what names it in
+// errors ("identity file"). It refuses, with a *PermissionError, a file
+// whose mode has any of the bits in forbidden (Private, normally).
+func OpenSecret(path, what string, forbidden fs.FileMode) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", what, err)
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%s %s: %w", what, path, err)
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s %s is not a regular file", what, path)
+	case fi.Mode().Perm()&forbidden != 0:
+		err = &PermissionError{What: what, Path: path, Mode: fi.Mode()}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
 // Load reads an identity file. It refuses a file whose mode lets group or
 // others read or write it (a *PermissionError).
 func Load(path string) (*Identity, error) {
-	f, err := os.Open(path)
+	f, err := OpenSecret(path, "identity file", Private)
 	if err != nil {
-		return nil, fmt.Errorf("opening identity file: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("identity file %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("identity file %s is not a regular file", path)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, &PermissionError{Path: path, Mode: fi.Mode()}
-	}
 	id, err := Parse(f, path)
 	if err != nil {
 		return nil, err
