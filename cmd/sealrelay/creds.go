@@ -1,9 +1,366 @@
 package main
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
 
-const credsUsage = "sealrelay creds ..."
+	"golang.org/x/term"
 
+	"github.com/sealrelay/sealrelay/keys"
+	"github.com/sealrelay/sealrelay/secrets"
+	"github.com/sealrelay/sealrelay/secrets/agefile"
+)
+
+const credsUsage = `sealrelay creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]
+       sealrelay creds list -f FILE -i IDENTITY
+       sealrelay creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY
+       sealrelay creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY`
+
+// maxPassword caps what --password-stdin reads.
+const maxPassword = 64 << 10
+
+// cmdCreds manages the sealed credential file.
 func cmdCreds(e *env, args []string) error {
-	return errors.New("creds is not implemented yet")
+	if len(args) == 0 {
+		return usagef("creds needs a subcommand: set, list, rm or reencrypt")
+	}
+	switch args[0] {
+	case "set":
+		return credsSet(e, args[1:])
+	case "list":
+		return credsList(e, args[1:])
+	case "rm":
+		return credsRm(e, args[1:])
+	case "reencrypt":
+		return credsReencrypt(e, args[1:])
+	case "-h", "-help", "--help", "help":
+		return flag.ErrHelp
+	default:
+		return usagef("unknown creds subcommand %q (want set, list, rm or reencrypt)", args[0])
+	}
+}
+
+// credsFlags are the flags the creds subcommands share.
+type credsFlags struct {
+	sub                        string
+	file, recipients, identity *string
+}
+
+func newCredsFlags(sub string) (*flag.FlagSet, *credsFlags) {
+	flags := newFlags("creds " + sub)
+	return flags, &credsFlags{
+		sub:        sub,
+		file:       flags.String("f", "", "the credential `FILE`"),
+		recipients: flags.String("R", "", "the recipient list: the servers the file is sealed to"),
+		identity:   flags.String("i", "", "this server's identity `FILE`"),
+	}
+}
+
+// require checks that the named flags ("f", "R", "i") were given.
+func (c *credsFlags) require(names ...string) error {
+	for _, n := range names {
+		var v, what string
+		switch n {
+		case "f":
+			v, what = *c.file, "-f FILE"
+		case "R":
+			v, what = *c.recipients, "-R RECIPIENTS"
+		case "i":
+			v, what = *c.identity, "-i IDENTITY"
+		}
+		if v == "" {
+			return usagef("creds %s needs %s", c.sub, what)
+		}
+	}
+	return nil
+}
+
+// entryName checks the single positional argument of set and rm.
+func entryName(sub string, pos []string) (string, error) {
+	if len(pos) != 1 {
+		return "", usagef("creds %s needs exactly one entry NAME, got %d arguments", sub, len(pos))
+	}
+	if !agefile.ValidName(pos[0]) {
+		return "", usagef("entry name %q may hold only A-Z a-z 0-9 . _ -", pos[0])
+	}
+	return pos[0], nil
+}
+
+// noArgs refuses positional arguments for list and reencrypt.
+func noArgs(sub string, pos []string) error {
+	if len(pos) > 0 {
+		return usagef("creds %s takes no arguments, got %q", sub, pos[0])
+	}
+	return nil
+}
+
+// hinted adds a hint to an error.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+func (h *hinted) Hint() string  { return h.hint }
+
+// readFile decrypts the credential file, with a hint if it is missing.
+func readFile(path string, id *keys.Identity) ([]secrets.Credential, error) {
+	creds, err := agefile.Read(path, id)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &hinted{err, "create it with `sealrelay creds set NAME -f " + path + " -R RECIPIENTS --username U`"}
+	}
+	return creds, err
+}
+
+// loadKeys loads the recipient list and the identity, either of which may be
+// "" (not needed), and warns when this server is not on the list: after the
+// write it would no longer be able to read the file.
+func loadKeys(e *env, c *credsFlags) (*keys.RecipientList, *keys.Identity, error) {
+	var rl *keys.RecipientList
+	var id *keys.Identity
+	var err error
+	if *c.recipients != "" {
+		if rl, err = keys.LoadRecipients(*c.recipients); err != nil {
+			return nil, nil, err
+		}
+	}
+	if *c.identity != "" {
+		if id, err = keys.Load(*c.identity); err != nil {
+			return nil, nil, err
+		}
+	}
+	if rl != nil && id != nil && !slices.ContainsFunc(id.PublicKeys(), rl.Contains) {
+		fmt.Fprintf(e.stderr, "sealrelay: warning: this server's key %s is not in %s; once %s is written, this server can no longer read it\n",
+			id.PublicKey(), rl.File, *c.file)
+	}
+	return rl, id, nil
+}
+
+// describe names the recipients for a message: their comments, or their
+// keys where a line has none.
+func describe(rl *keys.RecipientList) string {
+	names := make([]string, len(rl.Entries))
+	for i, e := range rl.Entries {
+		names[i] = e.Name
+		if names[i] == "" {
+			names[i] = e.PublicKey
+		}
+	}
+	n := "recipients"
+	if len(names) == 1 {
+		n = "recipient"
+	}
+	return fmt.Sprintf("%d %s (%s)", len(names), n, strings.Join(names, ", "))
+}
+
+func entries(n int) string {
+	if n == 1 {
+		return "1 entry"
+	}
+	return fmt.Sprintf("%d entries", n)
+}
+
+func credsSet(e *env, args []string) error {
+	flags, c := newCredsFlags("set")
+	username := flags.String("username", "", "the relay account name")
+	fromStdin := flags.Bool("password-stdin", false, "read the password from standard input")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	name, err := entryName("set", pos)
+	if err != nil {
+		return err
+	}
+	if err := c.require("f", "R"); err != nil {
+		return err
+	}
+	if *username == "" {
+		return usagef("creds set needs --username U")
+	}
+	_, statErr := os.Stat(*c.file)
+	exists := statErr == nil
+	if exists && *c.identity == "" {
+		return usagef("%s exists: give -i IDENTITY so that its other entries can be read and kept", *c.file)
+	}
+	if statErr != nil && !errors.Is(statErr, fs.ErrNotExist) {
+		return fmt.Errorf("credential file: %w", statErr)
+	}
+	rl, id, err := loadKeys(e, c)
+	if err != nil {
+		return err
+	}
+	var creds []secrets.Credential
+	if exists {
+		if creds, err = readFile(*c.file, id); err != nil {
+			return err
+		}
+	}
+	password, err := readPassword(e, name, *fromStdin)
+	if err != nil {
+		return err
+	}
+	cred := secrets.NewCredential(name, *username, password, "")
+	verb := "added"
+	if i := slices.IndexFunc(creds, func(x secrets.Credential) bool { return x.Name == name }); i >= 0 {
+		creds[i], verb = cred, "updated"
+	} else {
+		creds = append(creds, cred)
+	}
+	if err := agefile.Write(*c.file, creds, rl); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "sealrelay: %s entry %q (username %s) in %s, sealed to %s\n", verb, name, *username, *c.file, describe(rl))
+	return nil
+}
+
+// readPassword reads the password from standard input (--password-stdin) or
+// from a no-echo prompt on the terminal, asked twice. It never comes from a
+// flag.
+func readPassword(e *env, name string, fromStdin bool) (string, error) {
+	if fromStdin {
+		b, err := io.ReadAll(io.LimitReader(e.stdin, maxPassword+1))
+		defer clear(b)
+		if err != nil {
+			return "", fmt.Errorf("reading the password from standard input: %w", err)
+		}
+		if len(b) > maxPassword {
+			return "", fmt.Errorf("the password on standard input is longer than %d bytes", maxPassword)
+		}
+		if bytes.HasSuffix(b, []byte("\r\n")) {
+			b = b[:len(b)-2]
+		} else {
+			b = bytes.TrimSuffix(b, []byte("\n"))
+		}
+		if len(b) == 0 {
+			return "", errors.New("the password read from standard input is empty")
+		}
+		return string(b), nil
+	}
+	f, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", usagef("standard input is not a terminal: give the password on standard input with --password-stdin")
+	}
+	fd := int(f.Fd())
+	fmt.Fprintf(e.stderr, "Password for %s: ", name)
+	first, err := term.ReadPassword(fd)
+	fmt.Fprintln(e.stderr)
+	defer clear(first)
+	if err != nil {
+		return "", fmt.Errorf("reading the password from the terminal: %w", err)
+	}
+	if len(first) == 0 {
+		return "", errors.New("the password is empty")
+	}
+	fmt.Fprintf(e.stderr, "Password for %s, again: ", name)
+	second, err := term.ReadPassword(fd)
+	fmt.Fprintln(e.stderr)
+	defer clear(second)
+	if err != nil {
+		return "", fmt.Errorf("reading the password from the terminal: %w", err)
+	}
+	if !bytes.Equal(first, second) {
+		return "", errors.New("the two passwords do not match; nothing was written")
+	}
+	return string(first), nil
+}
+
+func credsList(e *env, args []string) error {
+	flags, c := newCredsFlags("list")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("list", pos); err != nil {
+		return err
+	}
+	if *c.recipients != "" {
+		return usagef("creds list reads the file: it takes -i IDENTITY, not -R")
+	}
+	if err := c.require("f", "i"); err != nil {
+		return err
+	}
+	_, id, err := loadKeys(e, c)
+	if err != nil {
+		return err
+	}
+	creds, err := readFile(*c.file, id)
+	if err != nil {
+		return err
+	}
+	for _, cr := range creds {
+		fmt.Fprintf(e.stdout, "%s\t%s\n", cr.Name, cr.Username)
+	}
+	if len(creds) == 0 {
+		fmt.Fprintf(e.stderr, "sealrelay: %s holds no entries\n", *c.file)
+	}
+	return nil
+}
+
+func credsRm(e *env, args []string) error {
+	flags, c := newCredsFlags("rm")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	name, err := entryName("rm", pos)
+	if err != nil {
+		return err
+	}
+	if err := c.require("f", "R", "i"); err != nil {
+		return err
+	}
+	rl, id, err := loadKeys(e, c)
+	if err != nil {
+		return err
+	}
+	creds, err := readFile(*c.file, id)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(creds, func(x secrets.Credential) bool { return x.Name == name })
+	if i < 0 {
+		return fmt.Errorf("%s has no entry %q", *c.file, name)
+	}
+	creds = slices.Delete(creds, i, i+1)
+	if err := agefile.Write(*c.file, creds, rl); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "sealrelay: removed entry %q from %s; %s left, sealed to %s\n", name, *c.file, entries(len(creds)), describe(rl))
+	return nil
+}
+
+func credsReencrypt(e *env, args []string) error {
+	flags, c := newCredsFlags("reencrypt")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("reencrypt", pos); err != nil {
+		return err
+	}
+	if err := c.require("f", "R", "i"); err != nil {
+		return err
+	}
+	rl, id, err := loadKeys(e, c)
+	if err != nil {
+		return err
+	}
+	creds, err := readFile(*c.file, id)
+	if err != nil {
+		return err
+	}
+	if err := agefile.Write(*c.file, creds, rl); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "sealrelay: re-encrypted %s in %s to %s\n", entries(len(creds)), *c.file, describe(rl))
+	return nil
 }

@@ -1,9 +1,54 @@
 package main
 
-import "errors"
+import (
+	"fmt"
 
-const keygenUsage = "sealrelay keygen ..."
+	"github.com/sealrelay/sealrelay/keys"
+)
 
+const keygenUsage = `sealrelay keygen -o FILE [--pq]    new server identity (mode 0600); public key on stdout
+       sealrelay keygen -y FILE           print the public key of an identity`
+
+// cmdKeygen makes a server identity or prints an identity's public key. It
+// never prints a secret key: without -o there is nowhere to put one.
 func cmdKeygen(e *env, args []string) error {
-	return errors.New("keygen is not implemented yet")
+	fs := newFlags("keygen")
+	out := fs.String("o", "", "write a new identity to `FILE` (never overwritten)")
+	show := fs.String("y", "", "print the public key of the identity in `FILE`")
+	pq := fs.Bool("pq", false, "make a hybrid post-quantum identity (age1pq1...)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return usagef("keygen takes no arguments, got %q", pos[0])
+	case *out != "" && *show != "":
+		return usagef("keygen takes -o or -y, not both")
+	case *show != "":
+		if *pq {
+			return usagef("--pq goes with -o: it chooses the kind of a new key")
+		}
+		id, err := keys.Load(*show)
+		if err != nil {
+			return err
+		}
+		if len(id.PublicKeys()) == 0 {
+			return fmt.Errorf("identity file %s does not name its public key (a plugin identity needs a \"# public key:\" comment)", *show)
+		}
+		for _, k := range id.PublicKeys() {
+			fmt.Fprintln(e.stdout, k)
+		}
+		return nil
+	case *out != "":
+		pub, err := keys.WriteNew(*out, *pq)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, pub)
+		fmt.Fprintf(e.stderr, "sealrelay: wrote %s (mode 0600); add its public key to the recipient list\n", *out)
+		return nil
+	default:
+		return usagef("keygen needs -o FILE to write a new identity (sealrelay never prints a secret key), or -y FILE to print a public key")
+	}
 }
