@@ -1,9 +1,72 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
 
-const serveUsage = "sealrelay serve ..."
+	"golang.org/x/sys/unix"
+
+	"github.com/sealrelay/sealrelay/agent"
+)
+
+const serveUsage = "sealrelay serve -c CONFIG"
+
+// defaultConfig is where serve, check and queue look without -c.
+const defaultConfig = "/etc/sealrelay/sealrelay.toml"
 
 func cmdServe(e *env, args []string) error {
-	return errors.New("serve is not implemented yet")
+	fs := newFlags("serve")
+	cfgPath := fs.String("c", defaultConfig, "config file")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("serve takes no arguments")
+	}
+	disableCoreDumps()
+	cfg, err := agent.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, e.stderr)
+	src, err := openSource(cfg, log)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(cfg, src, agent.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading credentials")
+				if err := a.Reload(ctx); err != nil {
+					log.Warn("credential reload failed; keeping the credentials in use", "err", err)
+				} else {
+					log.Info("credentials reloaded")
+				}
+			}
+		}
+	}()
+	return a.Run(ctx)
+}
+
+// disableCoreDumps keeps credentials out of core files: no core dumps, and
+// the process is not dumpable (no ptrace by same-uid processes).
+func disableCoreDumps() {
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0}) //nolint:errcheck // best effort
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)                   //nolint:errcheck // best effort
 }

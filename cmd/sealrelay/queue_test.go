@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealrelay/sealrelay/internal/upstream"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(&env{ctx: t.Context(), stdin: strings.NewReader(""), stdout: &out, stderr: &errb}, args)
+	return code, out.String(), errb.String()
+}
+
+// TestQueueCommands: list looks like mailq; retry and delete act on a
+// running agent through its control socket, and on the spool directly when
+// no agent runs.
+func TestQueueCommands(t *testing.T) {
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	first := startUpstream(t, dir, upstream.Config{})
+	upAddr := first.Addr()
+	first.Close()
+	cfg := rigConfig(t, dir, upAddr, relayOpts{}, "")
+	// Long backoff: only `queue retry` makes a second attempt happen soon.
+	writeTestFile(t, cfg, strings.Replace(readTestFile(t, cfg), `min_backoff = "200ms"`, `min_backoff = "1h"`, 1))
+	writeTestFile(t, cfg, strings.Replace(readTestFile(t, cfg), `max_backoff = "1s"`, `max_backoff = "2h"`, 1))
+	a := startAgent(t, cfg)
+	for _, to := range []string{"one@example.net", "two@example.net"} {
+		if err := send(a.Addr().String(), "app@client.test", to, "<q."+to+">"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 15*time.Second, "both first attempts", func() bool {
+		items := a.Queue().List()
+		return len(items) == 2 && items[0].Attempts == 1 && items[1].Attempts == 1
+	})
+
+	code, out, errs := runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("queue list: exit %d: %s", code, errs)
+	}
+	items := a.Queue().List()
+	for _, want := range []string{"-Queue ID-", items[0].ID, items[1].ID, "app@client.test", "one@example.net", "two@example.net", "connection refused", "in 2 Requests."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("queue list lacks %q:\n%s", want, out)
+		}
+	}
+
+	// retry one through the running agent: it is attempted again now.
+	if code, _, errs := runCLI(t, "queue", "retry", items[0].ID, "-c", cfg); code != 0 {
+		t.Fatalf("queue retry: exit %d: %s", code, errs)
+	}
+	waitFor(t, 15*time.Second, "the retried item's second attempt", func() bool {
+		for _, it := range a.Queue().List() {
+			if it.ID == items[0].ID {
+				return it.Attempts == 2
+			}
+		}
+		return false
+	})
+
+	// delete the other through the running agent.
+	if code, _, errs := runCLI(t, "queue", "delete", items[1].ID, "-c", cfg); code != 0 {
+		t.Fatalf("queue delete: exit %d: %s", code, errs)
+	}
+	if n := len(a.Queue().List()); n != 1 {
+		t.Fatalf("%d items after delete, want 1", n)
+	}
+	code, _, errs = runCLI(t, "queue", "delete", "nosuchid", "-c", cfg)
+	if code != 1 || !strings.Contains(errs, "nosuchid") {
+		t.Errorf("deleting an unknown id: exit %d, stderr %q", code, errs)
+	}
+
+	// Without an agent: delete works on the spool directly; list still works.
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI(t, "queue", "delete", items[0].ID, "-c", cfg); code != 0 {
+		t.Fatalf("offline queue delete: exit %d: %s", code, errs)
+	}
+	code, out, _ = runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "Mail queue is empty") {
+		t.Errorf("queue list after deleting everything: exit %d:\n%s", code, out)
+	}
+
+	// Usage errors exit 2.
+	for _, args := range [][]string{{"queue"}, {"queue", "flush"}, {"queue", "delete"}, {"queue", "list", "extra"}} {
+		if code, _, _ := runCLI(t, append(args, "-c", cfg)...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/keys"
+	"github.com/sealrelay/sealrelay/secrets"
+	"github.com/sealrelay/sealrelay/secrets/agefile"
+	"github.com/sealrelay/sealrelay/secrets/vault"
+)
+
+// openSource builds the credential source the config names. It returns nil
+// when no relay uses a credential. This is the one place that chooses a
+// Source: the agent packages only see the secrets.Source interface.
+func openSource(cfg *agent.Config, log *slog.Logger) (secrets.Source, error) {
+	if len(cfg.CredentialNames()) == 0 {
+		return nil, nil
+	}
+	cr := cfg.Credentials
+	switch cr.Source {
+	case "age":
+		id, err := keys.Load(cr.Identity)
+		if err != nil {
+			return nil, fmt.Errorf("%s: credentials.identity: %w", cfg.File, err)
+		}
+		return agefile.NewSource(cr.File, id), nil
+	case "vault":
+		return openVault(cfg, log)
+	}
+	return nil, fmt.Errorf("%s: credentials.source: unknown source %q", cfg.File, cr.Source)
+}
+
+// openVault builds the Vault source; the identity is loaded only when
+// values are sealed.
+func openVault(cfg *agent.Config, log *slog.Logger) (*vault.Source, error) {
+	cr := cfg.Credentials
+	v := cr.Vault
+	var id *keys.Identity
+	if v.Sealed {
+		var err error
+		if id, err = keys.Load(cr.Identity); err != nil {
+			return nil, fmt.Errorf("%s: credentials.identity: %w", cfg.File, err)
+		}
+	}
+	src, err := vault.New(vault.Config{
+		Addresses:       v.Addresses,
+		Mount:           v.Mount,
+		Path:            v.Path,
+		Auth:            v.Auth,
+		TokenFile:       v.TokenFile,
+		RoleIDFile:      v.RoleIDFile,
+		SecretIDFile:    v.SecretIDFile,
+		SecretIDWrapped: v.SecretIDWrapped,
+		AppRoleMount:    v.AppRoleMount,
+		KubernetesRole:  v.KubernetesRole,
+		JWTFile:         v.JWTFile,
+		KubernetesMount: v.KubernetesMount,
+		CAFile:          v.CAFile,
+		Sealed:          v.Sealed,
+		Identity:        id,
+		Timeout:         v.Timeout.Duration,
+		Logger:          log.With("component", "vault"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: credentials.vault: %w", cfg.File, err)
+	}
+	return src, nil
+}
+
+// newLogger returns the agent's structured logger writing to w in the
+// config's format and level.
+func newLogger(cfg *agent.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel)) //nolint:errcheck // validated by the config
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey && len(groups) == 0 {
+			a.Value = slog.StringValue(a.Value.Time().UTC().Format(time.RFC3339Nano))
+		}
+		return a
+	}}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
