@@ -16,15 +16,16 @@
 //     message exactly as received (CRLF line endings, not dot-stuffed), and
 //     ID.env, its envelope: indented JSON holding the sender, the recipients
 //     with their state (pending, delivered, failed) and last error, the
-//     attempt count and the next attempt. Files are mode 0600. Nothing but
-//     what a Delivery and RcptResult carry is ever written; no credential
-//     reaches the spool.
+//     attempt count and the next attempt, and the message's size and
+//     SHA-256. Files are mode 0600. Nothing but what a Delivery and
+//     RcptResult carry is ever written; no credential reaches the spool.
 //   - Open locks the directory (one agent per spool), then loads and
-//     schedules every complete item. Incomplete or damaged
-//     items (a message without an envelope, an envelope that does not parse,
-//     a missing message or one of the wrong size) are moved to the
-//     quarantine subdirectory with a log line naming each; nothing is ever
-//     deleted except leftover temporary files, which were never acknowledged.
+//     schedules every complete item. Incomplete or damaged items (a message
+//     without an envelope, an envelope that does not parse, a missing
+//     message, or one whose size or SHA-256 differs from what its envelope
+//     records) are moved to the quarantine subdirectory with a log line
+//     naming each; nothing is ever deleted except leftover temporary files,
+//     which were never acknowledged.
 //   - Delivery is at least once: a crash between the relay's 250 and the
 //     envelope update may send a message twice; nothing is lost.
 //   - Recipients that fail permanently, and those still pending when an item

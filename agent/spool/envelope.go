@@ -46,6 +46,7 @@ type envelope struct {
 	Received    time.Time   `json:"received"`
 	From        string      `json:"from"` // "" is the null sender <>
 	Size        int64       `json:"size"`
+	SHA256      string      `json:"sha256,omitempty"` // of the message file; checked at load (older envelopes lack it)
 	Attempts    int         `json:"attempts"`
 	NextAttempt time.Time   `json:"next_attempt"`
 	LastAttempt time.Time   `json:"last_attempt,omitzero"`
@@ -107,6 +108,7 @@ type envelopeWire struct {
 	Received    *time.Time      `json:"received"`
 	From        *string         `json:"from"`
 	Size        *int64          `json:"size"`
+	SHA256      *string         `json:"sha256"`
 	Attempts    *int            `json:"attempts"`
 	NextAttempt *time.Time      `json:"next_attempt"`
 	LastAttempt *time.Time      `json:"last_attempt"`
@@ -174,7 +176,17 @@ func readEnvelope(name string, r io.Reader) (*envelope, error) {
 	return w.check(name)
 }
 
-var statusCode = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3}$`)
+var (
+	statusCode = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3}$`)
+	sha256Hex  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
 
 // check validates w and returns the envelope it describes.
 func (w *envelopeWire) check(name string) (*envelope, error) {
@@ -222,12 +234,16 @@ func (w *envelopeWire) check(name string) (*envelope, error) {
 	if err := checkAddress(*w.From, true); err != nil {
 		return nil, bad("from", "%v", err)
 	}
+	if w.SHA256 != nil && !sha256Hex.MatchString(*w.SHA256) {
+		return nil, bad("sha256", "not a hex SHA-256 (64 lowercase hex digits)")
+	}
 	e := &envelope{
 		Version:     *w.Version,
 		ID:          *w.ID,
 		Received:    *w.Received,
 		From:        *w.From,
 		Size:        *w.Size,
+		SHA256:      deref(w.SHA256),
 		Attempts:    *w.Attempts,
 		NextAttempt: *w.NextAttempt,
 		Recipients:  make([]recipient, len(w.Recipients)),

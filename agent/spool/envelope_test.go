@@ -97,6 +97,7 @@ func TestReadEnvelopeErrors(t *testing.T) {
 		{"no size", edit(`"size": 2048,`, ``), "field size: missing"},
 		{"negative size", edit(`"size": 2048`, `"size": -1`), "field size: negative (-1)"},
 		{"string size", edit(`"size": 2048`, `"size": "2048"`), "cannot unmarshal string into Go struct field"},
+		{"bad sha256", edit(`"size": 2048,`, `"size": 2048, "sha256": "ABC",`), "field sha256: not a hex SHA-256 (64 lowercase hex digits)"},
 		{"no attempts", edit(`"attempts": 2,`, ``), "field attempts: missing"},
 		{"huge attempts", edit(`"attempts": 2`, `"attempts": 99999999`), "field attempts: 99999999 is out of range [0, 1048576]"},
 		{"no next attempt", edit(`"next_attempt": "2026-03-14T09:28:23Z",`, ``), "field next_attempt: missing"},

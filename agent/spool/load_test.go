@@ -47,6 +47,12 @@ func TestOpenQuarantinesDamagedItems(t *testing.T) {
 	cases = append(cases, damage{"wrong size", id, []string{id + ".msg", id + ".env"}, "has 20 bytes, the envelope says"})
 
 	id = put()
+	msg, _ := os.ReadFile(path(id, ".msg"))
+	msg[len(msg)/2] ^= 0x20 // the same size, another content: bit rot or a torn block
+	os.WriteFile(path(id, ".msg"), msg, 0o600)
+	cases = append(cases, damage{"same size, other content", id, []string{id + ".msg", id + ".env"}, "does not match the SHA-256 in its envelope"})
+
+	id = put()
 	os.Remove(path(id, ".msg"))
 	cases = append(cases, damage{"missing message", id, []string{id + ".env"}, ".msg is missing"})
 

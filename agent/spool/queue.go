@@ -3,6 +3,8 @@ package spool
 import (
 	"container/heap"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -352,7 +354,7 @@ func (q *Queue) load() error {
 }
 
 // checkMessageFile checks that the message file of env is there with the
-// size the envelope records.
+// size and, if the envelope records one, the SHA-256 the envelope records.
 func checkMessageFile(path, id string, env *envelope) error {
 	if env.ID != id {
 		return fmt.Errorf("envelope id %s does not match its file name", env.ID)
@@ -366,6 +368,23 @@ func checkMessageFile(path, id string, env *envelope) error {
 	}
 	if fi.Size() != env.Size {
 		return fmt.Errorf("message file %s has %d bytes, the envelope says %d", path, fi.Size(), env.Size)
+	}
+	if env.SHA256 == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sum := sha256.New()
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(sum, f, *buf); err != nil {
+		return fmt.Errorf("reading message file %s: %w", path, err)
+	}
+	if hex.EncodeToString(sum.Sum(nil)) != env.SHA256 {
+		return fmt.Errorf("message file %s does not match the SHA-256 in its envelope (damaged on disk)", path)
 	}
 	return nil
 }
@@ -473,11 +492,12 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 	}()
 
 	src := &bodyReader{r: body}
+	sum := sha256.New()
 	err = q.st.writeFile(msgTmp, true, func(w io.Writer) error {
 		buf := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(buf)
-		// struct{ io.Writer } hides *os.File's ReadFrom, so buf is used.
-		n, err := io.CopyBuffer(struct{ io.Writer }{w}, src, *buf)
+		// io.MultiWriter hides *os.File's ReadFrom, so buf is used.
+		n, err := io.CopyBuffer(io.MultiWriter(w, sum), src, *buf)
 		size = n
 		switch {
 		case src.err != nil:
@@ -493,7 +513,8 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 
 	env := envelope{
 		Version: envelopeVersion, ID: id, Received: now, From: from, Size: size,
-		NextAttempt: now, Recipients: make([]recipient, len(to)),
+		SHA256: hex.EncodeToString(sum.Sum(nil)), NextAttempt: now,
+		Recipients: make([]recipient, len(to)),
 	}
 	for i, a := range to {
 		env.Recipients[i] = recipient{Address: a, State: StatePending}
