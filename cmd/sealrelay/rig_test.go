@@ -276,19 +276,22 @@ type agentProcess struct {
 
 // startProcess runs `sealrelay serve -c cfgFile` and waits until it logs
 // the address it listens on.
-func startProcess(t testing.TB, cfgFile string) *agentProcess {
+func startProcess(t testing.TB, cfgFile string, extraEnv ...string) *agentProcess {
 	t.Helper()
-	p := launchProcess(t, cfgFile)
+	p := launchProcess(t, cfgFile, extraEnv...)
 	p.waitListening(t)
 	return p
 }
 
 // launchProcess runs `sealrelay serve -c cfgFile` without waiting for it
 // to listen (the crash loop kills some processes before they do).
-func launchProcess(t testing.TB, cfgFile string) *agentProcess {
+func launchProcess(t testing.TB, cfgFile string, extraEnv ...string) *agentProcess {
 	t.Helper()
 	p := &agentProcess{stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(builtBinary(t), "serve", "-c", cfgFile)
+	if len(extraEnv) > 0 {
+		p.cmd.Env = append(os.Environ(), extraEnv...)
+	}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -307,10 +310,11 @@ func launchProcess(t testing.TB, cfgFile string) *agentProcess {
 // waitListening waits until the process logs the address it listens on.
 func (p *agentProcess) waitListening(t testing.TB) {
 	t.Helper()
-	re := regexp.MustCompile(`msg=listening address=(\S+)`)
+	// The text and the JSON form of the "listening" log line.
+	re := regexp.MustCompile(`msg=listening address=(\S+)|"msg":"listening","address":"([^"]+)"`)
 	waitFor(t, 20*time.Second, "the agent process to listen", func() bool {
 		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.addr = m[1]
+			p.addr = m[1] + m[2]
 			return true
 		}
 		select {

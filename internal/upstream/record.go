@@ -119,6 +119,8 @@ type recorder struct {
 	stallPace float64
 	failPace  float64
 	dropPace  float64
+	attempts  attemptLog // attempts.go
+	held      heldSet    // held.go
 }
 
 type waiter struct {
@@ -168,12 +170,15 @@ func (r *recorder) track(c net.Conn) *recConn {
 	r.sessions[id] = &Session{ID: id, Remote: c.RemoteAddr().String(), Start: time.Now()}
 	r.order = append(r.order, id)
 	r.mu.Unlock()
-	return &recConn{Conn: c, id: id, rec: r}
+	rc := &recConn{Conn: c, id: id, rec: r}
+	r.held.add(rc)
+	return rc
 }
 
 func (c *recConn) Close() error {
 	c.once.Do(func() {
 		c.rec.open.Add(-1)
+		c.rec.held.remove(c)
 		c.rec.update(c.id, func(s *Session) { s.End = time.Now() })
 	})
 	return c.Conn.Close()
@@ -276,4 +281,6 @@ func (s *Server) Reset() {
 	r.messages = nil
 	r.count.Store(0)
 	r.maxOpen.Store(r.open.Load())
+	r.attempts.reset()
+	r.held.reset()
 }

@@ -203,7 +203,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 
-func (ss *session) Data(r io.Reader) error {
+func (ss *session) Data(r io.Reader) (reply error) {
 	ss.inData = true
 	b := ss.s.Behavior()
 	m := Message{Session: ss.id, From: ss.from, To: ss.to, Username: ss.user, TLS: ss.tls}
@@ -224,14 +224,20 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	m.Size = cr.n
+	at := Attempt{Session: ss.id, MessageID: m.MessageID, Time: time.Now()}
+	if !ss.s.cfg.CountOnly {
+		defer func() { ss.s.rec.attempts.add(at, reply) }()
+	}
 
 	if (b.StallAt == "" || b.StallAt == StallData) && ss.s.rec.fire(&ss.s.rec.stallPace, b.Stall) {
+		at.Stalled = true
 		ss.s.rec.update(ss.id, func(r *Session) { r.Stalled = true })
 		if !ss.s.sleep(b.StallDuration) {
 			return ErrServiceNotAvailable
 		}
 	}
 	if ss.s.rec.fire(&ss.s.rec.dropPace, b.DropAfterData) {
+		at.Dropped = true
 		ss.s.rec.update(ss.id, func(r *Session) { r.Dropped = true })
 		if ss.rc != nil {
 			ss.rc.Close()
