@@ -32,3 +32,25 @@ vet:
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
+
+# Each fuzz target for FUZZTIME, one at a time (the fuzzer uses every core).
+FUZZ_TARGETS = \
+	./agent:FuzzParseConfig \
+	./keys:FuzzParseRecipients \
+	./secrets/agefile:FuzzParse \
+	./agent/spool:FuzzReadEnvelope \
+	./agent/smtpd:FuzzSession
+
+test-fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# The crash loop at full size: SIGKILL at random moments while CRASH_N
+# messages are sent; lost must be 0. The figures go to CRASH_REPORT.
+CRASH_REPORT ?= crash-report.txt
+test-crash:
+	SEALRELAY_CRASH_N=$(CRASH_N) SEALRELAY_CRASH_REPORT=$(abspath $(CRASH_REPORT)) \
+		$(GO) test -count=1 -v -timeout 60m -run '^TestCrashLoop$$' ./cmd/sealrelay/

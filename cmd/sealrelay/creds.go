@@ -19,7 +19,9 @@ import (
 )
 
 const credsUsage = `sealrelay creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]
+       sealrelay creds set NAME --vault -c CONFIG [-R RECIPIENTS] --username U [--password-stdin]
        sealrelay creds list -f FILE -i IDENTITY
+       sealrelay creds list --vault -c CONFIG
        sealrelay creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY
        sealrelay creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY`
 
@@ -51,6 +53,8 @@ func cmdCreds(e *env, args []string) error {
 type credsFlags struct {
 	sub                        string
 	file, recipients, identity *string
+	vault                      *bool   // set and list: act on Vault instead of a file
+	config                     *string // with --vault: the agent config naming Vault
 }
 
 func newCredsFlags(sub string) (*flag.FlagSet, *credsFlags) {
@@ -60,6 +64,8 @@ func newCredsFlags(sub string) (*flag.FlagSet, *credsFlags) {
 		file:       flags.String("f", "", "the credential `FILE`"),
 		recipients: flags.String("R", "", "the recipient list: the servers the file is sealed to"),
 		identity:   flags.String("i", "", "this server's identity `FILE`"),
+		vault:      flags.Bool("vault", false, "act on the Vault entries the config names"),
+		config:     flags.String("c", "", "the agent config (with --vault)"),
 	}
 }
 
@@ -180,6 +186,12 @@ func credsSet(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *c.vault {
+		if *username == "" {
+			return usagef("creds set needs --username U")
+		}
+		return credsSetVault(e, c, name, *username, *fromStdin)
+	}
 	if err := c.require("f", "R"); err != nil {
 		return err
 	}
@@ -281,6 +293,9 @@ func credsList(e *env, args []string) error {
 	}
 	if err := noArgs("list", pos); err != nil {
 		return err
+	}
+	if *c.vault {
+		return credsListVault(e, c)
 	}
 	if *c.recipients != "" {
 		return usagef("creds list reads the file: it takes -i IDENTITY, not -R")

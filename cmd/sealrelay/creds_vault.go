@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/keys"
+	"github.com/sealrelay/sealrelay/secrets/vault"
+)
+
+// vaultFromConfig loads the agent config named by -c and logs in to the
+// Vault it names.
+func vaultFromConfig(e *env, c *credsFlags) (*agent.Config, *vault.Source, func(), error) {
+	if *c.config == "" {
+		return nil, nil, nil, usagef("creds %s --vault needs -c CONFIG", c.sub)
+	}
+	if *c.file != "" || *c.identity != "" {
+		return nil, nil, nil, usagef("creds %s --vault takes the Vault and identity from -c CONFIG, not -f or -i", c.sub)
+	}
+	cfg, err := agent.LoadConfig(*c.config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if cfg.Credentials.Source != "vault" {
+		return nil, nil, nil, fmt.Errorf("%s: credentials.source is %q, not \"vault\"", cfg.File, cfg.Credentials.Source)
+	}
+	src, err := openVault(cfg, newLogger(cfg, io.Discard))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	if err := src.Start(ctx); err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return cfg, src, cancel, nil
+}
+
+// credsSetVault writes entry name to Vault, its password sealed to the
+// recipient list when the config says sealed = true.
+func credsSetVault(e *env, c *credsFlags, name, username string, fromStdin bool) error {
+	cfg, src, stop, err := vaultFromConfig(e, c)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	var rl *keys.RecipientList
+	if cfg.Credentials.Vault.Sealed {
+		path := *c.recipients
+		if path == "" {
+			path = cfg.Credentials.Recipients
+		}
+		if path == "" {
+			return usagef("%s: credentials.vault.sealed is on: give -R RECIPIENTS or set credentials.recipients", cfg.File)
+		}
+		if rl, err = keys.LoadRecipients(path); err != nil {
+			return err
+		}
+	} else if *c.recipients != "" {
+		return usagef("%s: credentials.vault.sealed is off: the password is stored unsealed, so -R makes no sense", cfg.File)
+	}
+	password, err := readPassword(e, name, fromStdin)
+	if err != nil {
+		return err
+	}
+	version, err := src.Put(e.ctx, name, username, password, rl)
+	if err != nil {
+		return err
+	}
+	how := "unsealed (Vault's access control protects it)"
+	if rl != nil {
+		how = "sealed to " + describe(rl)
+	}
+	fmt.Fprintf(e.stderr, "sealrelay: wrote entry %q (username %s) to %s as version %d, %s\n", name, username, src, version, how)
+	return nil
+}
+
+// credsListVault prints the Vault entries: names, usernames and KV
+// versions, never passwords.
+func credsListVault(e *env, c *credsFlags) error {
+	if *c.recipients != "" {
+		return usagef("creds list takes no -R")
+	}
+	_, src, stop, err := vaultFromConfig(e, c)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	list, err := src.List(e.ctx)
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(e.stderr, "sealrelay: %s holds no entries\n", src)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tUSERNAME\tVERSION\tSEALED")
+	for _, en := range list {
+		state := map[bool]string{true: "yes", false: "no"}[en.Sealed]
+		if en.Deleted {
+			state = "(deleted)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", en.Name, en.Username, en.Version, state)
+	}
+	return tw.Flush()
+}
