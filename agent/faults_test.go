@@ -91,13 +91,15 @@ func TestDiskFullTmpfs(t *testing.T) {
 	})
 	filler := filepath.Join(dir, "filler")
 	r := startRig(t, rigOptions{dataDir: dir})
+	// fill tops the tmpfs up: a failed journal append gives back the
+	// space it took, which a later append could use.
 	fill := func() {
-		f, err := os.Create(filler)
+		f, err := os.OpenFile(filler, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		buf := make([]byte, 64<<10)
+		buf := make([]byte, 4<<10)
 		for {
 			if _, err := f.Write(buf); err != nil {
 				if !errors.Is(err, syscall.ENOSPC) {
@@ -138,8 +140,8 @@ func diskFullScenario(t *testing.T, r *rig, fill, free func()) {
 	qs := r.agent.Queue()
 	waitFor(t, "the first delivery attempts", func() bool { return qs.Stats().Deferred >= 3 })
 
-	fill()
 	for i := 1; i <= 5; i++ {
+		fill()
 		s := fmt.Sprintf("full-%d", i)
 		err := sendMail(addr, "app@example.com", to, msg(s))
 		var se *smtp.SMTPError
@@ -164,7 +166,9 @@ func diskFullScenario(t *testing.T, r *rig, fill, free func()) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		files = append(files, e.Name())
+		if e.Name() != "journal" { // small messages' records; checked by the relayed set below
+			files = append(files, e.Name())
+		}
 	}
 	if len(files) != 6 || slices.ContainsFunc(files, func(n string) bool { return strings.HasSuffix(n, ".tmp") }) {
 		t.Errorf("spool directory holds %v, want the 3 acknowledged items (6 files)", files)
@@ -201,6 +205,73 @@ type queuedItem struct {
 	from string
 	to   []string
 	body string
+}
+
+// queueItems queues n messages in a spool at spoolDir with the agent
+// stopped. With deferOnce, each is then tried once and deferred, which
+// gives it files of its own; without, they stay in the journal.
+func queueItems(t *testing.T, rng *rand.Rand, spoolDir string, n int, seed uint64, deferOnce bool) (map[string]queuedItem, []string) {
+	t.Helper()
+	q, err := spool.Open(spool.Options{Dir: spoolDir, Hostname: "sealrelay.test", Logger: slog.New(slog.DiscardHandler),
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := map[string]queuedItem{}
+	var ids []string
+	for i := range n {
+		it := queuedItem{from: fmt.Sprintf("app%d@example.com", i)}
+		for j := range 1 + rng.IntN(3) {
+			it.to = append(it.to, fmt.Sprintf("rcpt%d-%d@example.org", i, j))
+		}
+		line := fmt.Sprintf("line of message %d\r\n", i)
+		it.body = fmt.Sprintf("Subject: item %d\r\nMessage-ID: <%d.%d@test>\r\n\r\n%s",
+			i, i, seed, strings.Repeat(line, 1+rng.IntN(200)))
+		id, err := q.Put(context.Background(), it.from, it.to, strings.NewReader(it.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		items[id] = it
+		ids = append(ids, id)
+	}
+	if deferOnce {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { q.Run(ctx, deferEvery{}); close(done) }()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			tried := 0
+			for _, in := range q.List() {
+				if in.Attempts > 0 {
+					tried++
+				}
+			}
+			if tried == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of %d items tried", tried, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		<-done
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return items, ids
+}
+
+// deferEvery is a spool.Deliverer that defers every recipient.
+type deferEvery struct{}
+
+func (deferEvery) Deliver(_ context.Context, d *spool.Delivery) []spool.RcptResult {
+	out := make([]spool.RcptResult, len(d.To))
+	for i, r := range d.To {
+		out[i] = spool.RcptResult{Rcpt: r, Status: spool.Temporary, Err: errors.New("451 4.3.0 not now")}
+	}
+	return out
 }
 
 // tornDamage is one way to damage an item while the agent is down. Each
@@ -268,30 +339,8 @@ func TestTornSpool(t *testing.T) {
 
 	dataDir := t.TempDir()
 	spoolDir := filepath.Join(dataDir, "spool")
-	q, err := spool.Open(spool.Options{Dir: spoolDir, Hostname: "sealrelay.test", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	items := map[string]queuedItem{}
-	var ids []string
-	for i := range n {
-		it := queuedItem{from: fmt.Sprintf("app%d@example.com", i)}
-		for j := range 1 + rng.IntN(3) {
-			it.to = append(it.to, fmt.Sprintf("rcpt%d-%d@example.org", i, j))
-		}
-		line := fmt.Sprintf("line of message %d\r\n", i)
-		it.body = fmt.Sprintf("Subject: item %d\r\nMessage-ID: <%d.%d@test>\r\n\r\n%s",
-			i, i, seed, strings.Repeat(line, 1+rng.IntN(200)))
-		id, err := q.Put(context.Background(), it.from, it.to, strings.NewReader(it.body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		items[id] = it
-		ids = append(ids, id)
-	}
-	if err := q.Close(); err != nil {
-		t.Fatal(err)
-	}
+	// Deferred once, every item has its own .env and .msg files.
+	items, ids := queueItems(t, rng, spoolDir, n, seed, true)
 
 	// Damage a third of the items, each kind of damage in turn.
 	damaged := map[string]string{} // id -> what was done
@@ -368,5 +417,119 @@ func TestTornSpool(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("damage: %v", damaged)
+	}
+}
+
+// TestTornJournal is TestTornSpool for messages still in the journal: a
+// random third of the records get a flipped byte or a zeroed block inside
+// their message, and the segment is cut short inside one of its last
+// records (the seed is logged; -torn.seed replays it). Every damaged record
+// is skipped with a log line naming its segment and item, a copy of the
+// segment goes to quarantine, and every intact item is relayed once,
+// exactly as queued.
+func TestTornJournal(t *testing.T) {
+	const n = 200
+	seed := *tornSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay with -torn.seed=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x70a1))
+	dataDir := t.TempDir()
+	spoolDir := filepath.Join(dataDir, "spool")
+	items, ids := queueItems(t, rng, spoolDir, n, seed, false)
+
+	segs, _ := filepath.Glob(filepath.Join(spoolDir, "journal", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("journal segments %v, want one", segs)
+	}
+	data, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// where returns the offset of item i's Message-ID, inside its message.
+	where := func(i int) int {
+		off := bytes.Index(data, fmt.Appendf(nil, "<%d.%d@test>", i, seed))
+		if off < 0 {
+			t.Fatalf("message %d not found in the segment", i)
+		}
+		return off
+	}
+	damaged := map[string]string{}
+	for k, i := range rng.Perm(n - 10)[:n/3] {
+		at := where(i) + 5 + rng.IntN(20)
+		if k%2 == 0 {
+			data[at] ^= 1 << rng.IntN(8)
+			damaged[ids[i]] = "byte flipped"
+		} else {
+			clear(data[at : at+1+rng.IntN(16)])
+			damaged[ids[i]] = "block zeroed"
+		}
+	}
+	cut := n - 1 - rng.IntN(10)
+	data = data[:where(cut)+rng.IntN(30)]
+	for i := cut; i < n; i++ {
+		damaged[ids[i]] = "cut off"
+	}
+	if err := os.WriteFile(segs[0], data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := startRig(t, rigOptions{dataDir: dataDir})
+	intact := n - len(damaged)
+	if err := r.up.WaitMessages(intact, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r.waitSettled(t)
+
+	logs := r.logs.String()
+	reported := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "damaged journal record skipped") && strings.Contains(l, filepath.Base(segs[0])) {
+			reported++
+		}
+	}
+	wantReported := 1 // the record cut in two
+	for id, what := range damaged {
+		if what == "cut off" {
+			continue
+		}
+		wantReported++
+		if !strings.Contains(logs, "id="+id) {
+			t.Errorf("%s (%s): no log line naming it", id, what)
+		}
+	}
+	if reported != wantReported {
+		t.Errorf("%d damaged-record log lines, want %d", reported, wantReported)
+	}
+	if s := r.agent.Queue().Stats(); s.Quarantined != uint64(wantReported) {
+		t.Errorf("quarantined %d, want %d", s.Quarantined, wantReported)
+	}
+	if _, err := os.Stat(filepath.Join(spoolDir, "quarantine", "journal-"+filepath.Base(segs[0]))); err != nil {
+		t.Errorf("no copy of the damaged segment in quarantine: %v", err)
+	}
+
+	seen := map[string]bool{}
+	byFrom := map[string]string{}
+	for id, it := range items {
+		byFrom[it.from] = id
+	}
+	for _, m := range r.up.Messages() {
+		id, ok := byFrom[m.From]
+		it := items[id]
+		switch {
+		case !ok:
+			t.Errorf("relayed a message nobody queued: <%s> %v", m.From, m.To)
+		case damaged[id] != "":
+			t.Errorf("relayed damaged item %s (%s)", id, damaged[id])
+		case seen[id]:
+			t.Errorf("relayed %s twice", id)
+		case !slices.Equal(m.To, it.to) || string(m.Data) != it.body:
+			t.Errorf("%s relayed as <%s> %v %q, queued as %v %q", id, m.From, m.To, m.Data, it.to, it.body)
+		}
+		seen[id] = true
+	}
+	if len(seen) != intact {
+		t.Errorf("relayed %d distinct items, want the %d intact", len(seen), intact)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -170,10 +169,10 @@ func isASCII(b []byte) bool {
 	return true
 }
 
-// readHeaders returns the header section of the message at path, up to
+// readHeaders returns the header section of the message open opens, up to
 // maxDSNHeaders bytes (cut at a line end), ending in CRLF.
-func readHeaders(path string) ([]byte, error) {
-	f, err := os.Open(path)
+func readHeaders(open func() (io.ReadCloser, error)) ([]byte, error) {
+	f, err := open()
 	if err != nil {
 		return nil, err
 	}

@@ -145,12 +145,16 @@ func TestReadHeaders(t *testing.T) {
 	} {
 		p := filepath.Join(dir, tc.name)
 		os.WriteFile(p, []byte(tc.msg), 0o600)
-		got, err := readHeaders(p)
+		got, err := readHeaders(openPath(p))
 		if err != nil || string(got) != tc.want {
 			t.Errorf("%s: readHeaders = %d bytes %.60q, %v; want %d bytes", tc.name, len(got), got, err, len(tc.want))
 		}
 	}
-	if _, err := readHeaders(filepath.Join(dir, "missing")); err == nil {
+	if _, err := readHeaders(openPath(filepath.Join(dir, "missing"))); err == nil {
 		t.Errorf("readHeaders of a missing file: no error")
 	}
+}
+
+func openPath(p string) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return os.Open(p) }
 }

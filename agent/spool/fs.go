@@ -38,12 +38,20 @@ func (s *store) path(id, suffix string) string {
 	return filepath.Join(s.dir, id+suffix)
 }
 
-// fsync flushes f, named path, to stable storage.
-func (s *store) fsync(f *os.File, path string) error {
+// beforeSync runs the test hook, if any, before a sync of path.
+func (s *store) beforeSync(path string) error {
 	if s.testHookBeforeSync != nil {
 		if err := s.testHookBeforeSync(path); err != nil {
 			return fmt.Errorf("fsync %s: %w", path, err)
 		}
+	}
+	return nil
+}
+
+// fsync flushes f, named path, to stable storage.
+func (s *store) fsync(f *os.File, path string) error {
+	if err := s.beforeSync(path); err != nil {
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", path, err)

@@ -83,6 +83,10 @@ type harness struct {
 	processed chan string
 }
 
+// harnessJournal makes newHarness use the journal (journal_test.go sets it
+// for the tests that rerun the suite's scenarios through the journal).
+var harnessJournal = false
+
 func newHarness(t *testing.T, opt Options) *harness {
 	t.Helper()
 	h := &harness{
@@ -105,6 +109,9 @@ func newHarness(t *testing.T, opt Options) *harness {
 		opt.testRand = func() float64 { return 0.5 }
 	}
 	opt.testProcessed = func(id string) { h.processed <- id }
+	// Most tests here look at an item's own files; journal_test.go covers
+	// the journal.
+	opt.testNoJournal = !harnessJournal
 	q, err := Open(opt)
 	if err != nil {
 		t.Fatalf("Open: %v", err)

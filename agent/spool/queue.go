@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"crypto/sha256"
@@ -45,6 +46,9 @@ type Options struct {
 	testNow       func() time.Time
 	testRand      func() float64
 	testProcessed func(id string)
+	// testNoJournal sends every message to files of its own, for tests of
+	// that path.
+	testNoJournal bool
 }
 
 // Defaults for Options.
@@ -126,6 +130,7 @@ type Queue struct {
 	opt  Options
 	log  *slog.Logger
 	st   *store
+	j    *journal      // the group-committed fast path for small messages
 	wake chan struct{} // tells Run that something changed
 
 	mu       sync.Mutex
@@ -140,6 +145,7 @@ type Queue struct {
 // item is one queued message.
 type item struct {
 	env      envelope // guarded by Queue.mu
+	jl       *jloc    // where its message is in the journal; nil once it has its own files; guarded by Queue.mu
 	index    int      // position in Queue.sched; -1 when not in it
 	running  bool     // a delivery attempt owns it
 	deleted  bool     // removed by Delete
@@ -234,10 +240,15 @@ func Open(opt Options) (*Queue, error) {
 			return nil, fmt.Errorf("creating spool directory: %w", err)
 		}
 	}
+	if q.j, err = openJournal(opt.Dir, q.st); err != nil {
+		dirf.Close()
+		return nil, err
+	}
 	if err := q.load(); err != nil {
 		dirf.Close()
 		return nil, err
 	}
+	q.j.start()
 	return q, nil
 }
 
@@ -250,6 +261,7 @@ func (q *Queue) Close() error {
 		return nil
 	}
 	q.closed = true
+	q.j.stop()
 	return q.st.dirf.Close()
 }
 
@@ -277,7 +289,7 @@ func (q *Queue) load() error {
 	for _, e := range entries {
 		name := e.Name()
 		path := filepath.Join(q.opt.Dir, name)
-		if name == quarantineDir && e.IsDir() {
+		if (name == quarantineDir || name == journalDir) && e.IsDir() {
 			continue
 		}
 		if base, ok := strings.CutSuffix(name, tmpSuffix); ok {
@@ -348,9 +360,93 @@ func (q *Queue) load() error {
 			return err
 		}
 	}
-	q.log.Info("spool: loaded", "dir", q.opt.Dir, "items", len(q.items),
+	journaled, err := q.loadJournal()
+	if err != nil {
+		return err
+	}
+	q.log.Info("spool: loaded", "dir", q.opt.Dir, "items", len(q.items), "journaled", journaled,
 		"quarantined", q.stats.quarantined.Load())
 	return nil
+}
+
+// loadJournal schedules the items the journal holds. An item that also has
+// its own files was moved out of the journal: its files win.
+func (q *Queue) loadJournal() (int, error) {
+	scan, err := scanJournal(q.j.dir)
+	if err != nil {
+		return 0, err
+	}
+	for seg := range scan.damagedSegments() {
+		q.quarantineCopy(seg)
+	}
+	for _, d := range scan.damage {
+		q.stats.quarantined.Add(1)
+		q.log.Warn("spool: damaged journal record skipped; a copy of its segment is in quarantine",
+			"file", d.seg, "offset", d.off, "id", d.id, "reason", d.reason)
+	}
+	q.j.segs = scan.segs
+	q.j.nextSeq = scan.maxSeq + 1
+	n := 0
+	for id, e := range scan.entries {
+		if _, moved := q.items[id]; moved {
+			continue
+		}
+		e.loc.seg.live++
+		loc := e.loc
+		it := &item{env: *e.env, jl: &loc, index: -1}
+		q.items[id] = it
+		heap.Push(&q.sched, it)
+		n++
+	}
+	q.j.collect()
+	return n, nil
+}
+
+// quarantineCopy keeps a copy of a damaged journal segment in the
+// quarantine directory (the segment itself stays: its other records are
+// good).
+func (q *Queue) quarantineCopy(path string) {
+	qdir := filepath.Join(q.opt.Dir, quarantineDir)
+	dst := filepath.Join(qdir, "journal-"+filepath.Base(path))
+	for n := 1; ; n++ {
+		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		dst = filepath.Join(qdir, fmt.Sprintf("journal-%s.%d", filepath.Base(path), n))
+	}
+	err := os.MkdirAll(qdir, 0o700)
+	if err == nil {
+		err = copyFile(path, dst)
+	}
+	if err == nil {
+		err = q.st.syncDirPath(qdir)
+	}
+	if err != nil {
+		q.log.Error("spool: cannot copy a damaged journal segment to quarantine", "file", path, "err", err)
+		return
+	}
+	q.log.Info("spool: copied damaged journal segment to quarantine", "file", path, "copy", dst)
+}
+
+// copyFile copies src to a new file dst (mode 0600) and fsyncs it.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // checkMessageFile checks that the message file of env is there with the
@@ -385,6 +481,18 @@ func checkMessageFile(path, id string, env *envelope) error {
 	}
 	if hex.EncodeToString(sum.Sum(nil)) != env.SHA256 {
 		return fmt.Errorf("message file %s does not match the SHA-256 in its envelope (damaged on disk)", path)
+	}
+	return nil
+}
+
+// checkSum checks msg against the SHA-256 env records, if it records one.
+func checkSum(msg []byte, env *envelope) error {
+	if env.SHA256 == "" {
+		return nil
+	}
+	sum := sha256.Sum256(msg)
+	if hex.EncodeToString(sum[:]) != env.SHA256 {
+		return fmt.Errorf("message of %s does not match the SHA-256 in its envelope (damaged on disk)", env.ID)
 	}
 	return nil
 }
@@ -481,6 +589,80 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 
 	now := q.opt.testNow().UTC()
 	id = newID(now)
+	src := &bodyReader{r: body}
+
+	// A message that fits in journalMaxMessage goes through the journal,
+	// one record in a group commit; a bigger one is streamed to files of
+	// its own.
+	bb := bodyBufs.Get().(*bytes.Buffer)
+	bb.Reset()
+	defer func() {
+		if bb.Cap() <= 2*journalMaxMessage {
+			bodyBufs.Put(bb)
+		}
+	}()
+	n, cerr := io.CopyN(bb, src, journalMaxMessage+1)
+	switch {
+	case src.err != nil:
+		return "", 0, fmt.Errorf("reading message body: %w", src.err)
+	case cerr != nil && cerr != io.EOF:
+		return "", 0, fmt.Errorf("reading message body: %w", cerr)
+	case ctx.Err() != nil:
+		return "", 0, ctx.Err()
+	}
+	var it *item
+	if n <= journalMaxMessage && !q.opt.testNoJournal {
+		it, err = q.putJournal(id, now, from, to, bb.Bytes())
+	} else {
+		it, err = q.putFiles(ctx, id, now, from, to, io.MultiReader(bytes.NewReader(bb.Bytes()), src), src)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	q.mu.Lock()
+	q.items[id] = it
+	heap.Push(&q.sched, it)
+	q.mu.Unlock()
+	q.kick()
+	return id, it.env.Size, nil
+}
+
+// bodyBufs hold message bodies on their way into the journal.
+var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// newEnvelope is the envelope of a message just received.
+func newEnvelope(id string, now time.Time, from string, to []string, size int64, sum []byte) envelope {
+	env := envelope{
+		Version: envelopeVersion, ID: id, Received: now, From: from, Size: size,
+		SHA256: hex.EncodeToString(sum), NextAttempt: now,
+		Recipients: make([]recipient, len(to)),
+	}
+	for i, a := range to {
+		env.Recipients[i] = recipient{Address: a, State: StatePending}
+	}
+	return env
+}
+
+// putJournal appends the message to the journal and returns once the
+// group commit that carries it is durable.
+func (q *Queue) putJournal(id string, now time.Time, from string, to []string, msg []byte) (*item, error) {
+	sum := sha256.Sum256(msg)
+	env := newEnvelope(id, now, from, to, int64(len(msg)), sum[:])
+	data, err := env.marshal()
+	if err != nil {
+		return nil, err
+	}
+	seg, off, err := q.j.append(messageRecord(data, msg), true)
+	if err != nil {
+		return nil, err
+	}
+	return &item{env: env, jl: &jloc{seg: seg, off: off + recHeaderLen + 4 + int64(len(data))}, index: -1}, nil
+}
+
+// putFiles streams the message to its own file and writes its envelope:
+// each a temporary file, written, fsynced and renamed, then the directory
+// fsynced. src is the body's reader, to tell its errors from the disk's.
+func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, r io.Reader, src *bodyReader) (it *item, err error) {
 	msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
 	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
 	defer func() {
@@ -490,14 +672,13 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 			}
 		}
 	}()
-
-	src := &bodyReader{r: body}
 	sum := sha256.New()
+	var size int64
 	err = q.st.writeFile(msgTmp, true, func(w io.Writer) error {
 		buf := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(buf)
 		// io.MultiWriter hides *os.File's ReadFrom, so buf is used.
-		n, err := io.CopyBuffer(io.MultiWriter(w, sum), src, *buf)
+		n, err := io.CopyBuffer(io.MultiWriter(w, sum), r, *buf)
 		size = n
 		switch {
 		case src.err != nil:
@@ -508,20 +689,12 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 		return ctx.Err()
 	})
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
-
-	env := envelope{
-		Version: envelopeVersion, ID: id, Received: now, From: from, Size: size,
-		SHA256: hex.EncodeToString(sum.Sum(nil)), NextAttempt: now,
-		Recipients: make([]recipient, len(to)),
-	}
-	for i, a := range to {
-		env.Recipients[i] = recipient{Address: a, State: StatePending}
-	}
+	env := newEnvelope(id, now, from, to, size, sum.Sum(nil))
 	data, err := env.marshal()
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	err = q.st.writeFile(envTmp, true, func(w io.Writer) error {
 		if _, err := w.Write(data); err != nil {
@@ -530,28 +703,31 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 		return nil
 	})
 	if err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	if err = ctx.Err(); err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	if err = os.Rename(msgTmp, msgPath); err != nil {
-		return "", 0, err
+		return nil, err
 	}
 	if err = os.Rename(envTmp, envPath); err != nil { // the commit point
-		return "", 0, err
+		return nil, err
 	}
 	if err = q.st.dirSync.sync(); err != nil {
-		return "", 0, err
+		return nil, err
 	}
+	return &item{env: env, index: -1}, nil
+}
 
-	it := &item{env: env, index: -1}
-	q.mu.Lock()
-	q.items[id] = it
-	heap.Push(&q.sched, it)
-	q.mu.Unlock()
-	q.kick()
-	return id, size, nil
+// opener returns how to read it's message. Call with q.mu held.
+func (q *Queue) opener(it *item) func() (io.ReadCloser, error) {
+	if it.jl != nil {
+		loc, size := *it.jl, it.env.Size
+		return func() (io.ReadCloser, error) { return loc.open(size) }
+	}
+	path := q.st.path(it.env.ID, msgSuffix)
+	return func() (io.ReadCloser, error) { return os.Open(path) }
 }
 
 // kick wakes Run to look at the schedule again.
@@ -573,14 +749,50 @@ func (q *Queue) writeEnvelope(it *item) error {
 		return nil
 	}
 	env := it.env.clone()
+	jl := it.jl
 	q.mu.Unlock()
 	data, err := env.marshal()
 	if err != nil {
 		return err
 	}
+	if jl != nil {
+		return q.moveOut(it, jl, &env, data)
+	}
 	if err := q.st.replace(q.st.path(env.ID, envSuffix), data); err != nil {
 		return fmt.Errorf("rewriting envelope of %s: %w", env.ID, err)
 	}
+	return nil
+}
+
+// moveOut gives a journaled item files of its own (its message, then its
+// new envelope, each durable) before its envelope changes, and then lets
+// the journal forget it. Call with it.fileMu held.
+func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error {
+	msgPath := q.st.path(env.ID, msgSuffix)
+	rc, err := jl.open(env.Size)
+	if err != nil {
+		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
+	}
+	defer rc.Close()
+	err = q.st.writeFile(msgPath+tmpSuffix, false, func(w io.Writer) error {
+		_, err := io.Copy(w, rc)
+		return err
+	})
+	if err == nil {
+		err = os.Rename(msgPath+tmpSuffix, msgPath)
+	}
+	if err == nil {
+		err = q.st.replace(q.st.path(env.ID, envSuffix), envData) // and the directory fsync
+	}
+	if err != nil {
+		os.Remove(msgPath + tmpSuffix)
+		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
+	}
+	q.mu.Lock()
+	it.jl = nil
+	q.mu.Unlock()
+	q.j.note(encodeRecord(kindMoved, []byte(env.ID)))
+	q.j.release(jl.seg)
 	return nil
 }
 
@@ -589,6 +801,17 @@ func (q *Queue) writeEnvelope(it *item) error {
 func (q *Queue) removeFiles(it *item, id string) error {
 	it.fileMu.Lock()
 	defer it.fileMu.Unlock()
+	q.mu.Lock()
+	jl := it.jl
+	it.jl = nil
+	q.mu.Unlock()
+	if jl != nil {
+		// Not fsynced: if the D record is lost, the item is delivered
+		// again after a crash, never lost.
+		q.j.note(encodeRecord(kindDone, []byte(id)))
+		q.j.release(jl.seg)
+		return nil
+	}
 	return q.st.remove(q.st.path(id, envSuffix), q.st.path(id, msgSuffix))
 }
 
@@ -632,7 +855,9 @@ func (q *Queue) Retry(id string) error {
 		if it.index >= 0 {
 			heap.Fix(&q.sched, it.index)
 		}
-		write = append(write, it)
+		if it.jl == nil { // a journaled item has never been tried: nothing to record
+			write = append(write, it)
+		}
 	}
 	q.mu.Unlock()
 	q.kick()
@@ -709,6 +934,23 @@ func ReadDir(dir string) ([]Info, error) {
 			continue
 		}
 		out = append(out, infoOf(env))
+	}
+	scan, err := scanJournal(filepath.Join(dir, journalDir))
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		have := map[string]bool{}
+		for _, in := range out {
+			have[in.ID] = true
+		}
+		for id, e := range scan.entries {
+			if !have[id] {
+				out = append(out, infoOf(e.env))
+			}
+		}
+		for _, d := range scan.damage {
+			errs = append(errs, fmt.Errorf("journal segment %s: record at offset %d: %s", d.seg, d.off, d.reason))
+		}
 	}
 	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.ID, b.ID) })
 	return out, errors.Join(errs...)

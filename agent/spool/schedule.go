@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 )
@@ -123,7 +122,10 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 	q.mu.Unlock()
 
 	if pending := env.pending(); len(pending) > 0 {
-		q.attempt(ctx, d, &env, pending)
+		q.mu.Lock()
+		open := q.opener(it)
+		q.mu.Unlock()
+		q.attempt(ctx, d, &env, pending, open)
 	}
 	if len(env.pending()) == 0 {
 		err := q.finish(it, &env)
@@ -162,8 +164,7 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 
 // attempt hands the pending recipients (indexes into env.Recipients) to d
 // and records the results in env.
-func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending []int) {
-	msgPath := q.st.path(env.ID, msgSuffix)
+func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending []int, open func() (io.ReadCloser, error)) {
 	del := &Delivery{
 		ID:       env.ID,
 		From:     env.From,
@@ -171,7 +172,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 		Size:     env.Size,
 		Attempt:  env.Attempts + 1,
 		Received: env.Received,
-		Open:     func() (io.ReadCloser, error) { return os.Open(msgPath) },
+		Open:     open,
 	}
 	for k, i := range pending {
 		del.To[k] = env.Recipients[i].Address
@@ -265,7 +266,10 @@ func (q *Queue) finish(it *item, env *envelope) error {
 		return nil
 	}
 	if env.failed() && env.From != "" {
-		if err := q.queueDSN(env); err != nil {
+		q.mu.Lock()
+		open := q.opener(it)
+		q.mu.Unlock()
+		if err := q.queueDSN(env, open); err != nil {
 			return err
 		}
 	}
@@ -287,8 +291,8 @@ func (q *Queue) finish(it *item, env *envelope) error {
 }
 
 // queueDSN puts the DSN for env's failed recipients into the queue.
-func (q *Queue) queueDSN(env *envelope) error {
-	headers, err := readHeaders(q.st.path(env.ID, msgSuffix))
+func (q *Queue) queueDSN(env *envelope, open func() (io.ReadCloser, error)) error {
+	headers, err := readHeaders(open)
 	if err != nil {
 		// Still tell the sender; the headers are a courtesy.
 		q.log.Warn("spool: cannot read the original headers for the DSN", "id", env.ID, "err", err)
