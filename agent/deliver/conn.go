@@ -93,6 +93,9 @@ type conn struct {
 
 	idleSince time.Time
 	broken    bool // unusable: close, never reuse
+	// inTransaction: MAIL was accepted and no reply to the data ended the
+	// transaction; RSET is needed before the next MAIL.
+	inTransaction bool
 }
 
 // watch closes the connection when ctx ends; call the returned function

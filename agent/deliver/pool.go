@@ -126,18 +126,19 @@ func (r *relay) shutdown() []*conn {
 }
 
 // get returns a connection ready for MAIL: a pooled one that is still
-// good, or a new one. Its error is a *ConnError or a wait that ctx ended.
-func (r *relay) get(ctx context.Context) (*conn, error) {
+// good (reused), or a new one. Its error is a *ConnError or a wait that
+// ctx ended.
+func (r *relay) get(ctx context.Context) (cn *conn, reused bool, err error) {
 	for {
 		cn, err := r.acquire(ctx)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if cn == nil {
 			cn, est, err := r.establish(ctx)
 			if err != nil {
 				r.release()
-				return nil, err
+				return nil, false, err
 			}
 			if est.fallback != nil {
 				r.d.st.authFallback.Add(1)
@@ -145,11 +146,11 @@ func (r *relay) get(ctx context.Context) (*conn, error) {
 					"relay", r.cfg.Name, "reason", est.fallback.Error())
 			}
 			r.d.st.opened.Add(1)
-			return cn, nil
+			return cn, false, nil
 		}
 		if r.reusable(ctx, cn) {
 			r.d.st.reused.Add(1)
-			return cn, nil
+			return cn, true, nil
 		}
 		cn.quit()
 		r.release()
@@ -157,7 +158,11 @@ func (r *relay) get(ctx context.Context) (*conn, error) {
 }
 
 // reusable checks a pooled connection before another transaction: not idle
-// too long, its credential still current, and RSET answered.
+// too long, its credential still current, and, if its last transaction did
+// not end with the reply to the data, RSET answered. After a complete
+// transaction the session is already back at its initial state (RFC 5321
+// 4.1.4), so the next MAIL goes straight out; a connection the relay has
+// dropped meanwhile shows at that MAIL, and deliver retries on a new one.
 func (r *relay) reusable(ctx context.Context, cn *conn) bool {
 	if time.Since(cn.idleSince) >= r.cfg.IdleTimeout {
 		r.d.st.idleClosed.Add(1)
@@ -172,6 +177,9 @@ func (r *relay) reusable(ctx context.Context, cn *conn) bool {
 			return false
 		}
 	}
+	if !cn.inTransaction {
+		return true
+	}
 	done := cn.watch(ctx)
 	err := cn.c.Reset()
 	done()
@@ -181,28 +189,40 @@ func (r *relay) reusable(ctx context.Context, cn *conn) bool {
 		r.d.log.Debug("pooled connection failed RSET; replacing it", "relay", r.cfg.Name, "err", err)
 		return false
 	}
+	cn.inTransaction = false
 	return true
 }
 
 // deliver runs m's transaction on a connection to r. A non-nil error means
 // r could not be used and the next relay should be tried.
 func (r *relay) deliver(ctx context.Context, m *spool.Delivery) ([]spool.RcptResult, error) {
-	cn, err := r.get(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		cn, reused, err := r.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		done := cn.watch(ctx)
+		res, dropped := cn.transaction(m, reused)
+		done()
+		r.put(cn)
+		if dropped {
+			// The pooled connection was gone before MAIL was taken:
+			// nothing was sent, so a new connection may try.
+			r.d.st.broken.Add(1)
+			r.d.log.Debug("pooled connection was closed by the relay; replacing it", "relay", r.cfg.Name)
+			continue
+		}
+		return res, nil
 	}
-	done := cn.watch(ctx)
-	res := cn.transaction(m)
-	done()
-	r.put(cn)
-	return res, nil
 }
 
 // transaction sends MAIL, RCPT for each recipient and DATA. From MAIL on,
-// the relay's answers are final for this attempt.
-func (cn *conn) transaction(m *spool.Delivery) []spool.RcptResult {
+// the relay's answers are final for this attempt. On a reused connection,
+// a MAIL that fails with a network error or 421 (the relay had closed the
+// session) reports dropped instead: nothing was sent, try another.
+func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptResult, dropped bool) {
 	name := cn.r.cfg.Name
-	res := make([]spool.RcptResult, len(m.To))
+	res = make([]spool.RcptResult, len(m.To))
 	for i, to := range m.To {
 		res[i] = spool.RcptResult{Rcpt: to, Status: spool.Temporary, Relay: name}
 	}
@@ -226,20 +246,27 @@ func (cn *conn) transaction(m *spool.Delivery) []spool.RcptResult {
 	if !isASCII(m.From) || !allASCII(m.To) {
 		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
 			err := fmt.Errorf("relay %s does not support SMTPUTF8, which the non-ASCII addresses need", name)
-			return setAll(all, &permanentError{err})
+			return setAll(all, &permanentError{err}), false
 		}
 		opts.UTF8 = true
 	}
 	if err := cn.c.Mail(m.From, opts); err != nil {
-		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err))
+		var se *smtp.SMTPError
+		if reused && (!errors.As(err, &se) || se.Code == 421) {
+			cn.fail(err)
+			cn.broken = true
+			return nil, true
+		}
+		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), false
 	}
+	cn.inTransaction = true
 	var accepted []int
 	for i, to := range m.To {
 		if err := cn.c.Rcpt(to, nil); err != nil {
 			err = relayErr(fmt.Sprintf("RCPT TO:<%s>", to), err)
 			if cn.broken {
 				// The recipients accepted so far got no DATA either.
-				return setAll(append(accepted, all[i:]...), err)
+				return setAll(append(accepted, all[i:]...), err), false
 			}
 			setAll([]int{i}, err)
 			continue
@@ -247,7 +274,7 @@ func (cn *conn) transaction(m *spool.Delivery) []spool.RcptResult {
 		accepted = append(accepted, i)
 	}
 	if len(accepted) == 0 {
-		return res
+		return res, false
 	}
 
 	err := cn.data(m)
@@ -255,13 +282,13 @@ func (cn *conn) transaction(m *spool.Delivery) []spool.RcptResult {
 		for _, i := range accepted {
 			res[i].Status, res[i].Err = spool.Delivered, nil
 		}
-		return res
+		return res, false
 	}
 	var le *localError
 	if !errors.As(err, &le) {
 		err = relayErr("DATA", err)
 	}
-	return setAll(accepted, err)
+	return setAll(accepted, err), false
 }
 
 // data sends the message body and returns the relay's final reply.
@@ -277,7 +304,10 @@ func (cn *conn) data(m *spool.Delivery) error {
 		return err
 	}
 	src := &errReader{r: body}
-	if _, err := io.Copy(w, src); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(w, src, *buf)
+	copyBufs.Put(buf)
+	if err != nil {
 		// Never send the final dot after a short copy: the relay would take
 		// a truncated message. Dropping the connection aborts it.
 		cn.broken = true
@@ -287,8 +317,16 @@ func (cn *conn) data(m *spool.Delivery) error {
 		}
 		return err
 	}
-	return w.Close()
+	err = w.Close()
+	var se *smtp.SMTPError
+	if err == nil || errors.As(err, &se) {
+		cn.inTransaction = false // the reply to the data ends the transaction
+	}
+	return err
 }
+
+// copyBufs are the buffers message bodies are sent through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // errReader remembers the error of the reader it wraps, to tell a local
 // read failure from a network write failure in io.Copy.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -26,13 +28,35 @@ func TestPoolReusesOneConnection(t *testing.T) {
 		t.Fatalf("sessions = %d, want 1", len(ss))
 	}
 	s := ss[0]
-	// Each reuse is RSET, which go-smtp's client follows with EHLO: the
-	// upstream counts both.
-	if s.Messages != n || len(s.Mails) != n || len(s.Auths) != 1 || s.Resets != 2*(n-1) {
+	// A transaction that ended with the reply to its data leaves the
+	// session at its initial state: the next MAIL needs no RSET (nor the
+	// EHLO go-smtp's client sends after one).
+	if s.Messages != n || len(s.Mails) != n || len(s.Auths) != 1 || s.Resets != 0 {
 		t.Errorf("session: messages %d mails %d auths %d resets %d", s.Messages, len(s.Mails), len(s.Auths), s.Resets)
 	}
 	if st := h.d.Stats(); st.ConnectionsOpened != 1 || st.ConnectionsReused != n-1 || st.Delivered != n || st.Attempts != n {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+// TestPoolResetsAfterAnOpenTransaction: when a transaction ends without
+// data (every recipient refused), the connection is reset before it is
+// used again.
+func TestPoolResetsAfterAnOpenTransaction(t *testing.T) {
+	u := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{
+		{Command: "RCPT", Contains: "nobody", Reply: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}},
+	}}})
+	h := newDeliverer(t, newCreds(testPass), relayTo(u, AuthRequired))
+	if res := h.d.Deliver(context.Background(), message("nobody@example.net")); statuses(res) != "permanent" {
+		t.Fatalf("refused recipient: %s", statuses(res))
+	}
+	if res := h.d.Deliver(context.Background(), message("a@example.net")); statuses(res) != "delivered" {
+		t.Fatalf("next message: %s %v", statuses(res), res[0].Err)
+	}
+	h.d.Close()
+	ss := waitSessionsEnded(t, u, 1)
+	if len(ss) != 1 || ss[0].Resets == 0 || ss[0].Messages != 1 {
+		t.Errorf("sessions %d, resets %d, messages %d: want one session, reset before the second MAIL", len(ss), ss[0].Resets, ss[0].Messages)
 	}
 }
 
