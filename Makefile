@@ -39,6 +39,7 @@ FUZZ_TARGETS = \
 	./keys:FuzzParseRecipients \
 	./secrets/agefile:FuzzParse \
 	./agent/spool:FuzzReadEnvelope \
+	./agent/spool:FuzzScanSegment \
 	./agent/smtpd:FuzzSession
 
 test-fuzz:

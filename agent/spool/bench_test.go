@@ -3,8 +3,12 @@ package spool
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 )
 
 // BenchmarkPut measures the durable write path with 2 KB messages: one
@@ -44,4 +48,56 @@ func BenchmarkPut(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkRestart measures a restart with a large queue (SPOOL_BENCH_ITEMS,
+// default 100,000 items of 2 KB in the journal): the time from Open to the
+// first new message being durable, which is what a client waits for, and
+// the time until every queued item is loaded in the background.
+//
+//	go test -run '^$' -bench BenchmarkRestart -benchtime 1x ./agent/spool
+func BenchmarkRestart(b *testing.B) {
+	n := 100000
+	if s := os.Getenv("SPOOL_BENCH_ITEMS"); s != "" {
+		fmt.Sscan(s, &n)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 32)
+	dir := filepath.Join(b.TempDir(), "spool")
+	q, err := Open(Options{Dir: dir, Hostname: "bench.example.com"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := q.Put(context.Background(), "alice@example.com", []string{fmt.Sprintf("r%d@example.org", i)}, bytes.NewReader(body)); err != nil {
+				b.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	q.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		q, err := Open(Options{Dir: dir, Hostname: "bench.example.com"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := q.Put(context.Background(), "alice@example.com", []string{"new@example.org"}, bytes.NewReader(body)); err != nil {
+			b.Fatal(err)
+		}
+		firstPut := time.Since(start)
+		q.WaitLoaded()
+		loaded := time.Since(start)
+		if got := q.Stats().Queued; got < n {
+			b.Errorf("loaded %d items, want %d", got, n)
+		}
+		q.Close()
+		b.ReportMetric(float64(firstPut.Milliseconds()), "ms-to-first-put")
+		b.ReportMetric(float64(loaded.Milliseconds()), "ms-to-loaded")
+	}
 }

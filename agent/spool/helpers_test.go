@@ -117,6 +117,7 @@ func newHarness(t *testing.T, opt Options) *harness {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { q.Close() })
+	q.WaitLoaded()
 	h.q = q
 	return h
 }

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -65,10 +66,11 @@ var maxSegmentBytes int64 = 16 << 20
 
 // segment is one journal file.
 type segment struct {
-	seq    uint64
-	path   string
-	live   int  // journaled items whose M record is here; guarded by journal.mu
-	sealed bool // no more appends; guarded by journal.mu
+	seq     uint64
+	path    string
+	live    int  // journaled items whose M record is here; guarded by journal.mu
+	sealed  bool // no more appends; guarded by journal.mu
+	loading bool // found at Open and not loaded yet: keep it; guarded by journal.mu
 }
 
 // jloc is where a journaled item's message bytes are.
@@ -344,11 +346,39 @@ func (j *journal) release(seg *segment) {
 	j.collect()
 }
 
+// adopt takes the segments already in the journal directory (sealed, and
+// kept until loaded) and makes new segments follow them.
+func (j *journal) adopt() ([]*segment, error) {
+	segs, err := listSegments(j.dir)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, seg := range segs {
+		seg.loading = true
+		j.nextSeq = seg.seq + 1
+	}
+	j.segs = append(segs, j.segs...)
+	return segs, nil
+}
+
+// adopted marks the segments found at Open as loaded, so that they can go
+// once nothing in them is live.
+func (j *journal) adopted(segs []*segment) {
+	j.mu.Lock()
+	for _, seg := range segs {
+		seg.loading = false
+	}
+	j.mu.Unlock()
+	j.collect()
+}
+
 // collect deletes sealed segments with no live item, oldest first.
 func (j *journal) collect() {
 	j.mu.Lock()
 	var gone []string
-	for len(j.segs) > 0 && j.segs[0].sealed && j.segs[0].live <= 0 {
+	for len(j.segs) > 0 && j.segs[0].sealed && !j.segs[0].loading && j.segs[0].live <= 0 {
 		gone = append(gone, j.segs[0].path)
 		j.segs = j.segs[1:]
 	}
@@ -380,29 +410,41 @@ type recordDamage struct {
 	reason string
 }
 
-// scanJournal reads every segment in dir. A record that is damaged or cut
-// short is reported (with its item, when its envelope can still be read)
-// and skipped; the records after it are read.
-func scanJournal(dir string) (*journalScan, error) {
-	s := &journalScan{entries: map[string]*jentry{}}
+// listSegments returns the segments in dir, oldest first, sealed.
+func listSegments(dir string) ([]*segment, error) {
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading journal directory: %w", err)
 	}
-	var seqs []uint64
+	var segs []*segment
 	for _, de := range des {
 		if seq, ok := parseSegName(de.Name()); ok && de.Type().IsRegular() {
-			seqs = append(seqs, seq)
+			segs = append(segs, &segment{seq: seq, path: filepath.Join(dir, de.Name()), sealed: true})
 		}
 	}
-	slices.Sort(seqs)
-	for _, seq := range seqs {
-		seg := &segment{seq: seq, path: filepath.Join(dir, segName(seq)), sealed: true}
-		s.segs = append(s.segs, seg)
-		s.maxSeq = seq
+	slices.SortFunc(segs, func(a, b *segment) int { return cmp.Compare(a.seq, b.seq) })
+	return segs, nil
+}
+
+// scanJournal reads every segment in dir.
+func scanJournal(dir string) (*journalScan, error) {
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	return scanSegments(segs), nil
+}
+
+// scanSegments reads segs, in order. A record that is damaged or cut
+// short is reported (with its item, when its envelope can still be read)
+// and skipped; the records after it are read.
+func scanSegments(segs []*segment) *journalScan {
+	s := &journalScan{entries: map[string]*jentry{}, segs: segs}
+	for _, seg := range segs {
+		s.maxSeq = seg.seq
 		data, err := os.ReadFile(seg.path)
 		if err != nil {
 			s.damage = append(s.damage, recordDamage{seg: seg.path, reason: err.Error()})
@@ -410,7 +452,7 @@ func scanJournal(dir string) (*journalScan, error) {
 		}
 		s.parseSegment(seg, data)
 	}
-	return s, nil
+	return s
 }
 
 // damagedSegments is the set of segments with damage.

@@ -133,6 +133,9 @@ type Queue struct {
 	j    *journal      // the group-committed fast path for small messages
 	wake chan struct{} // tells Run that something changed
 
+	loaded   chan struct{} // closed when the items found at Open are all loaded
+	loadQuit atomic.Bool   // Close asks the loader to stop
+
 	mu       sync.Mutex
 	items    map[string]*item
 	sched    schedule // items waiting for their next attempt
@@ -244,17 +247,33 @@ func Open(opt Options) (*Queue, error) {
 		dirf.Close()
 		return nil, err
 	}
-	if err := q.load(); err != nil {
+	old, err := q.j.adopt()
+	if err != nil {
 		dirf.Close()
 		return nil, err
 	}
+	// New mail is taken at once; what was queued loads in the background
+	// and is scheduled as it is found.
+	q.loaded = make(chan struct{})
 	q.j.start()
+	go func() {
+		defer close(q.loaded)
+		start := time.Now()
+		if err := q.load(old); err != nil {
+			q.log.Error("spool: loading the queue failed; items not loaded stay on disk for the next start", "err", err)
+			return
+		}
+		q.log.Info("spool: loaded", "dir", q.opt.Dir, "items", q.Stats().Queued, "quarantined", q.stats.quarantined.Load(),
+			"duration", time.Since(start).Round(time.Millisecond))
+	}()
 	return q, nil
 }
 
 // Close releases the spool directory. Put fails with ErrClosed afterwards.
 // Call it after Run has returned and the listener has stopped.
 func (q *Queue) Close() error {
+	q.loadQuit.Store(true)
+	<-q.loaded
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -263,6 +282,21 @@ func (q *Queue) Close() error {
 	q.closed = true
 	q.j.stop()
 	return q.st.dirf.Close()
+}
+
+// WaitLoaded returns once the items queued before Open are loaded (or the
+// loading stopped).
+func (q *Queue) WaitLoaded() { <-q.loaded }
+
+// addLoaded schedules an item found on disk, unless it is already there.
+func (q *Queue) addLoaded(it *item) {
+	q.mu.Lock()
+	if _, dup := q.items[it.env.ID]; !dup {
+		q.items[it.env.ID] = it
+		heap.Push(&q.sched, it)
+	}
+	q.mu.Unlock()
+	q.kick()
 }
 
 // itemFile splits a spool file name into an item ID and suffix (msgSuffix or
@@ -276,14 +310,16 @@ func itemFile(name string) (id, suffix string, ok bool) {
 	return "", "", false
 }
 
-// load scans the spool directory at Open.
-func (q *Queue) load() error {
+// load scans the spool directory and then the journal segments old that
+// were there at Open, scheduling what it finds.
+func (q *Queue) load(old []*segment) error {
 	entries, err := os.ReadDir(q.opt.Dir)
 	if err != nil {
 		return fmt.Errorf("reading spool directory: %w", err)
 	}
 	type files struct{ msg, env bool }
 	found := make(map[string]*files)
+	fileItems := make(map[string]bool)
 	var ids []string
 	changed := false
 	for _, e := range entries {
@@ -324,6 +360,9 @@ func (q *Queue) load() error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
+		if q.loadQuit.Load() {
+			return errors.New("stopped by Close")
+		}
 		f := found[id]
 		msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
 		var reason error
@@ -351,31 +390,22 @@ func (q *Queue) load() error {
 			changed = true
 			continue
 		}
-		it := &item{env: *env, index: -1}
-		q.items[id] = it
-		heap.Push(&q.sched, it)
+		fileItems[id] = true
+		q.addLoaded(&item{env: *env, index: -1})
 	}
 	if changed {
 		if err := q.st.dirSync.sync(); err != nil {
 			return err
 		}
 	}
-	journaled, err := q.loadJournal()
-	if err != nil {
-		return err
-	}
-	q.log.Info("spool: loaded", "dir", q.opt.Dir, "items", len(q.items), "journaled", journaled,
-		"quarantined", q.stats.quarantined.Load())
-	return nil
+	return q.loadJournal(old, fileItems)
 }
 
-// loadJournal schedules the items the journal holds. An item that also has
-// its own files was moved out of the journal: its files win.
-func (q *Queue) loadJournal() (int, error) {
-	scan, err := scanJournal(q.j.dir)
-	if err != nil {
-		return 0, err
-	}
+// loadJournal schedules the items the segments old hold. An item that
+// also has its own files was moved out of the journal: its files win.
+func (q *Queue) loadJournal(old []*segment, fileItems map[string]bool) error {
+	defer q.j.adopted(old)
+	scan := scanSegments(old)
 	for seg := range scan.damagedSegments() {
 		q.quarantineCopy(seg)
 	}
@@ -384,22 +414,17 @@ func (q *Queue) loadJournal() (int, error) {
 		q.log.Warn("spool: damaged journal record skipped; a copy of its segment is in quarantine",
 			"file", d.seg, "offset", d.off, "id", d.id, "reason", d.reason)
 	}
-	q.j.segs = scan.segs
-	q.j.nextSeq = scan.maxSeq + 1
-	n := 0
 	for id, e := range scan.entries {
-		if _, moved := q.items[id]; moved {
+		if fileItems[id] {
 			continue
 		}
+		q.j.mu.Lock()
 		e.loc.seg.live++
+		q.j.mu.Unlock()
 		loc := e.loc
-		it := &item{env: *e.env, jl: &loc, index: -1}
-		q.items[id] = it
-		heap.Push(&q.sched, it)
-		n++
+		q.addLoaded(&item{env: *e.env, jl: &loc, index: -1})
 	}
-	q.j.collect()
-	return n, nil
+	return nil
 }
 
 // quarantineCopy keeps a copy of a damaged journal segment in the
@@ -815,8 +840,10 @@ func (q *Queue) removeFiles(it *item, id string) error {
 	return q.st.remove(q.st.path(id, envSuffix), q.st.path(id, msgSuffix))
 }
 
-// List returns every queued item, oldest first.
+// List returns every queued item, oldest first. It waits until the items
+// found at Open are loaded.
 func (q *Queue) List() []Info {
+	<-q.loaded
 	q.mu.Lock()
 	out := make([]Info, 0, len(q.items))
 	for _, it := range q.items {
@@ -830,6 +857,7 @@ func (q *Queue) List() []Info {
 // Retry makes the item id, or every item if id is "", due now, and records
 // that in its envelope.
 func (q *Queue) Retry(id string) error {
+	<-q.loaded
 	now := q.opt.testNow().UTC()
 	var write []*item
 	q.mu.Lock()
@@ -873,6 +901,7 @@ func (q *Queue) Retry(id string) error {
 // Delete removes the item id from the queue and the disk. A delivery in
 // progress for it finishes, but its result is dropped.
 func (q *Queue) Delete(id string) error {
+	<-q.loaded
 	q.mu.Lock()
 	it, ok := q.items[id]
 	if !ok {
@@ -935,8 +964,7 @@ func ReadDir(dir string) ([]Info, error) {
 		}
 		out = append(out, infoOf(env))
 	}
-	scan, err := scanJournal(filepath.Join(dir, journalDir))
-	if err != nil {
+	if scan, err := scanJournal(filepath.Join(dir, journalDir)); err != nil {
 		errs = append(errs, err)
 	} else {
 		have := map[string]bool{}
