@@ -55,3 +55,14 @@ CRASH_REPORT ?= crash-report.txt
 test-crash:
 	SEALRELAY_CRASH_N=$(CRASH_N) SEALRELAY_CRASH_REPORT=$(abspath $(CRASH_REPORT)) \
 		$(GO) test -count=1 -v -timeout 60m -run '^TestCrashLoop$$' ./cmd/sealrelay/
+
+# Postfix as a client relaying into sealrelay, and as the upstream relay
+# host with SASL AUTH (Cyrus sasldb) over STARTTLS. Also part of `make test`.
+test-interop: deps
+	$(GO) test -count=1 -timeout 15m ./internal/postfixtest/ ./internal/interop/
+
+# The throughput benchmark: Postfix, sealrelay and the upstream fed
+# directly, 3 rounds, 8 workloads; prints a Markdown table.
+BENCH_FLAGS ?=
+bench: deps
+	$(GO) run ./bench $(BENCH_FLAGS)

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite talks to (real peers, not
-# mocks): swaks as an SMTP client, Postfix for interop and the benchmark.
-# Idempotent: installs only what is missing.
+# Installs the Debian packages the test suite and the benchmark talk to
+# (real peers, not mocks): swaks as an SMTP client; Postfix and Cyrus SASL
+# (saslpasswd2, the sasldb auxprop plugin, PLAIN and LOGIN) for the interop
+# tests and the benchmark (internal/postfixtest runs private instances).
+# Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
+# Postfix and SASL.
 set -euo pipefail
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
 want=()
-command -v swaks >/dev/null 2>&1 || want+=(swaks)
+installed swaks || want+=(swaks)
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
-  [ -x /usr/sbin/postfix ] || want+=(postfix)
-  [ -x /usr/sbin/saslpasswd2 ] || want+=(sasl2-bin)
-  [ -e /usr/lib/x86_64-linux-gnu/sasl2/libsasldb.so ] || [ -e /usr/lib/x86_64-linux-gnu/sasl2/libsasldb.so.2 ] || want+=(libsasl2-modules-db)
-  [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so.2 ] || want+=(libsasl2-modules)
+  for p in postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do
+    installed "$p" || want+=("$p")
+  done
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 
@@ -18,7 +22,9 @@ sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 echo "deps: installing ${want[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# Postfix asks questions at install time; answer them up front.
+# Postfix asks questions at install time; "No configuration" installs it
+# without a system instance (no /etc/postfix/main.cf, nothing on port 25):
+# the tests run private instances of their own.
 echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections 2>/dev/null || true
 $sudo apt-get update -qq >/dev/null
 $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null

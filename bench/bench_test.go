@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	if got := percentile(ds, 50); got != 50*time.Millisecond {
+		t.Errorf("p50 of 1..100 ms = %v, want 50ms", got)
+	}
+	if got := percentile(ds, 99); got != 99*time.Millisecond {
+		t.Errorf("p99 of 1..100 ms = %v, want 99ms", got)
+	}
+	if got := percentile([]time.Duration{7}, 99); got != 7 {
+		t.Errorf("p99 of one value = %v, want it", got)
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %v, want 0", got)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {nil, 0}} {
+		if got := median(tc.xs); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+	}
+}
+
+// TestSummaryRatio: the ratio column is the median of the per-round
+// ratios, not the ratio of the medians.
+func TestSummaryRatio(t *testing.T) {
+	wl := Workload{Size: 2048, Sessions: 10, PerConn: 1, Messages: 100}
+	sec := func(n float64) time.Duration { return time.Duration(float64(time.Second) * n) }
+	// Postfix 100, 25, 200 msg/s (median 100); sealrelay 200, 100, 1000
+	// (median 200). Per-round ratios 2, 4, 5: median 4, where the ratio
+	// of the medians would be 2.
+	rs := []Result{
+		{Round: 1, Workload: wl, Contender: Postfix, Messages: 100, Delivered: sec(1)},
+		{Round: 1, Workload: wl, Contender: Sealrelay, Messages: 100, Delivered: sec(0.5)},
+		{Round: 2, Workload: wl, Contender: Postfix, Messages: 100, Delivered: sec(4)},
+		{Round: 2, Workload: wl, Contender: Sealrelay, Messages: 100, Delivered: sec(1)},
+		{Round: 3, Workload: wl, Contender: Postfix, Messages: 100, Delivered: sec(0.5)},
+		{Round: 3, Workload: wl, Contender: Sealrelay, Messages: 100, Delivered: sec(0.1)},
+	}
+	var b bytes.Buffer
+	writeSummary(&b, rs, []Workload{wl}, []string{Postfix, Sealrelay})
+	out := b.String()
+	if !strings.Contains(out, "| 2KB-10x1 | 100 | 200 | 4.00× |") {
+		t.Fatalf("summary:\n%s\nwant the row 2KB-10x1 | 100 | 200 | 4.00×", out)
+	}
+	if !strings.Contains(out, "sealrelay/Postfix") {
+		t.Fatalf("summary lacks the ratio column:\n%s", out)
+	}
+}
+
+func TestPickErrors(t *testing.T) {
+	if _, err := pickWorkloads("2KB-10x1,3KB-1x1", 0); err == nil || !strings.Contains(err.Error(), `unknown workload "3KB-1x1"`) ||
+		!strings.Contains(err.Error(), "100KB-100x20") {
+		t.Errorf("pickWorkloads with an unknown name: %v", err)
+	}
+	if _, err := pickContenders("postfix,exim"); err == nil || !strings.Contains(err.Error(), `unknown contender "exim"`) {
+		t.Errorf("pickContenders with an unknown name: %v", err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-rounds", "0"}, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage") {
+		t.Errorf("run -rounds 0 = %d, %q; want 2 and a usage message", code, stderr.String())
+	}
+}
+
+// TestDefaultWorkloads: eight workloads, each filling at least one
+// connection per session.
+func TestDefaultWorkloads(t *testing.T) {
+	ws := defaultWorkloads(0)
+	if len(ws) != 8 {
+		t.Fatalf("%d workloads, want 8", len(ws))
+	}
+	for _, w := range ws {
+		if w.Messages < w.Sessions*w.PerConn {
+			t.Errorf("%s sends %d messages: fewer than a full connection per session", w.Name(), w.Messages)
+		}
+	}
+}
+
+// stateDir is a directory the postfix user can search, removed at the end.
+func stateDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bench-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// leftovers returns the processes whose command line or working directory
+// mentions dir.
+func leftovers(dir string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && bytes.HasPrefix(bytes.TrimSpace(stat[i+1:]), []byte("Z")) {
+			continue // exited, not yet reaped
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		cwd, _ := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if bytes.Contains(cmd, []byte(dir)) || strings.HasPrefix(cwd, dir) {
+			out = append(out, e.Name()+" "+string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
+
+// TestSmoke runs the whole harness once, tiny: every contender, one
+// workload, one round. It prints both tables and leaves nothing running.
+func TestSmoke(t *testing.T) {
+	dir := stateDir(t)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-rounds", "1", "-workloads", "2KB-10x20", "-messages", "40", "-dir", dir}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("bench exited %d\nstderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"| 1 | 2KB-10x20 | direct |", "| 1 | 2KB-10x20 | postfix |", "| 1 | 2KB-10x20 | sealrelay |",
+		"### Medians of 1 rounds", "sealrelay/Postfix", "- messages per run: 2KB-10x20: 40",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if left := leftovers(dir); len(left) > 0 {
+		t.Errorf("processes left running: %v", left)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("state left in %s: %v", dir, ents)
+	}
+}
+
+// TestCancelCleansUp: cancelling a run (what SIGINT does) while Postfix and
+// sealrelay run stops both and removes their state.
+func TestCancelCleansUp(t *testing.T) {
+	dir := stateDir(t)
+	wls, err := pickWorkloads("2KB-10x1", 400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Cancel once the first run has finished: the second contender is then
+	// starting its run or in it.
+	stderr := &cancelOnWrite{match: "round 1", cancel: cancel}
+	opt := options{rounds: 1, workloads: wls, contenders: []string{Postfix, Sealrelay}, dir: dir, timeout: time.Minute}
+	err = benchmark(ctx, opt, &bytes.Buffer{}, stderr)
+	if err == nil {
+		t.Fatal("a cancelled benchmark returned no error")
+	}
+	if left := leftovers(dir); len(left) > 0 {
+		t.Errorf("processes left running after cancel: %v", left)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("state left in %s after cancel: %v", dir, ents)
+	}
+}
+
+type cancelOnWrite struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	match  string
+	cancel func()
+}
+
+func (c *cancelOnWrite) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.b.Write(p)
+	if strings.Contains(c.b.String(), c.match) {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// TestMemOf: this process has a resident and a proportional set size; a
+// process that does not exist counts as nothing.
+func TestMemOf(t *testing.T) {
+	rss, pss := memOf([]int{os.Getpid()})
+	if rss <= 0 || pss <= 0 || pss > rss {
+		t.Fatalf("memOf(self) = RSS %d, PSS %d; want 0 < PSS <= RSS", rss, pss)
+	}
+	if rss, pss := memOf([]int{1 << 30}); rss != 0 || pss != 0 {
+		t.Fatalf("memOf(no such process) = %d, %d; want 0, 0", rss, pss)
+	}
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sealrelay/sealrelay/internal/interop"
+	"github.com/sealrelay/sealrelay/internal/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/upstream"
+)
+
+// The contenders, in the order -contenders lists them by default.
+const (
+	Direct    = "direct"
+	Postfix   = "postfix"
+	Sealrelay = "sealrelay"
+)
+
+var allContenders = []string{Direct, Postfix, Sealrelay}
+
+// A contender is something the load generator sends to that ends up at the
+// upstream.
+type contender interface {
+	// Target is where the load goes.
+	Target() Target
+	// PIDs are the processes whose RSS is the contender's; nil means not
+	// measured (the upstream fed directly runs inside the driver).
+	PIDs() []int
+	// Stop stops it and every process it started.
+	Stop() error
+	// Describe says what runs, and where its files are when kept.
+	Describe() string
+}
+
+// env is what every contender shares in one benchmark run.
+type env struct {
+	up      *upstream.Server
+	user    string
+	pass    string
+	baseDir string // where contenders keep their state
+	keep    bool   // keep their directories (and say where)
+	bin     string // the sealrelay binary
+	log     *slog.Logger
+	logw    io.Writer // sealrelay's log when verbose; nil discards
+}
+
+func startContender(name string, e *env) (contender, error) {
+	switch name {
+	case Direct:
+		return direct{e}, nil
+	case Postfix:
+		return startPostfix(e)
+	case Sealrelay:
+		return startSealrelay(e)
+	}
+	return nil, fmt.Errorf("unknown contender %q (want %s)", name, strings.Join(allContenders, ", "))
+}
+
+// direct is the upstream fed directly: the ceiling.
+type direct struct{ e *env }
+
+func (d direct) Target() Target {
+	return Target{Addr: d.e.up.Addr(), TLS: d.e.up.ClientTLSConfig(), User: d.e.user, Pass: d.e.pass}
+}
+func (d direct) PIDs() []int { return nil }
+func (d direct) Stop() error { return nil }
+func (d direct) Describe() string {
+	return "the upstream itself, STARTTLS + AUTH PLAIN from the load generator"
+}
+
+// postfixContender is Postfix tuned as a smarthost client
+// (postfixtest.Config.Tuned): relayhost = the upstream, SASL with a static
+// password map, TLS required, TLS connections reused through tlsproxy,
+// 20 connections to the relay.
+type postfixContender struct{ p *postfixtest.Instance }
+
+func startPostfix(e *env) (*postfixContender, error) {
+	p, err := postfixtest.Start(postfixtest.Config{
+		Hostname:      "postfix.bench.test",
+		Relayhost:     e.up.Addr(),
+		RelayCAPEM:    e.up.CAPEM(),
+		RelayUser:     e.user,
+		RelayPassword: e.pass,
+		Tuned:         true,
+		BaseDir:       e.baseDir,
+		Keep:          e.keep,
+		Logger:        e.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &postfixContender{p}, nil
+}
+
+func (c *postfixContender) Target() Target { return Target{Addr: c.p.Addr()} }
+func (c *postfixContender) PIDs() []int    { return c.p.PIDs() }
+func (c *postfixContender) Stop() error    { return c.p.Stop() }
+func (c *postfixContender) Describe() string {
+	return "Postfix " + postfixVersion() + ", config in " + c.p.ConfigDir() + ", log " + c.p.LogFile()
+}
+
+// sealrelayContender is the built binary with the credential sealed with
+// age, relaying to the upstream over STARTTLS with AUTH required and 20
+// connections.
+type sealrelayContender struct {
+	dir string
+	p   *interop.Process
+	e   *env
+}
+
+func startSealrelay(e *env) (*sealrelayContender, error) {
+	dir, err := os.MkdirTemp(e.baseDir, "sealrelay-bench-")
+	if err != nil {
+		return nil, err
+	}
+	setup, err := interop.WriteSetup(dir, interop.Options{
+		Relay:          e.up.Addr(),
+		User:           e.user,
+		Password:       e.pass,
+		CAPEM:          e.up.CAPEM(),
+		MaxConnections: 20,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p, err := interop.StartProcess(e.bin, setup.Config, e.logw)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &sealrelayContender{dir: dir, p: p, e: e}, nil
+}
+
+func (c *sealrelayContender) Target() Target { return Target{Addr: c.p.Addr()} }
+func (c *sealrelayContender) PIDs() []int    { return []int{c.p.PID()} }
+func (c *sealrelayContender) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
+	defer cancel()
+	err := c.p.Stop(ctx)
+	if !c.e.keep {
+		os.RemoveAll(c.dir)
+	}
+	return err
+}
+func (c *sealrelayContender) Describe() string {
+	return "sealrelay " + c.e.bin + ", config " + filepath.Join(c.dir, "sealrelay.toml")
+}
+
+// postfixVersion is mail_version from `postconf -d`, or "?".
+func postfixVersion() string {
+	out, err := runOutput("/usr/sbin/postconf", "-d", "-h", "mail_version")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(out)
+}
