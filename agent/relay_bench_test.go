@@ -36,7 +36,8 @@ func (s staticSource) Fetch(_ context.Context, names []string) (map[string]secre
 func (staticSource) String() string { return "static test source" }
 
 // BenchmarkRelay measures the whole path in one process: client sessions
-// (one 2 KB message per connection, SESSIONS at a time, default 10) submit
+// (one message of BODY_KB KB, default 2, per connection, SESSIONS at a
+// time, default 10) submit
 // to the agent, which spools each message durably and relays it over
 // STARTTLS with AUTH PLAIN to the upstream. One op is one message
 // delivered.
@@ -85,7 +86,11 @@ max_backoff = "2s"
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	body := "Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 32)
+	kb := 2
+	if s := os.Getenv("BODY_KB"); s != "" {
+		fmt.Sscan(s, &kb)
+	}
+	body := "Subject: bench\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n", 16*kb)
 	addr := a.Addr().String()
 	var next atomic.Int64
 	b.SetBytes(int64(len(body)))

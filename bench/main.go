@@ -101,6 +101,8 @@ type options struct {
 	keep       bool
 	verbose    bool
 	timeout    time.Duration
+	idle       int // idle sessions for the RSS measurement
+	restart    int // queued messages for the restart measurement
 }
 
 func main() {
@@ -119,6 +121,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep", false, "keep each contender's directory (configs, spool, Postfix log) and print where")
 	verbose := fs.Bool("v", false, "print sealrelay's and the harness's log to stderr")
 	timeout := fs.Duration("timeout", 5*time.Minute, "longest a run may take before it counts as failed")
+	idle := fs.Int("idle", 1000, "idle inbound sessions to hold open while measuring sealrelay's RSS (0: skip)")
+	queued := fs.Int("restart", 100000, "messages queued before measuring a sealrelay restart (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -126,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bench: usage: go run ./bench [flags]; see -h")
 		return 2
 	}
-	opt := options{rounds: *rounds, bin: *bin, dir: *dir, keep: *keep, verbose: *verbose, timeout: *timeout}
+	opt := options{rounds: *rounds, bin: *bin, dir: *dir, keep: *keep, verbose: *verbose, timeout: *timeout, idle: *idle, restart: *queued}
 	var err error
 	if opt.workloads, err = pickWorkloads(*wlFlag, *messages); err == nil {
 		opt.contenders, err = pickContenders(*cFlag)
@@ -257,6 +261,25 @@ func benchmark(ctx context.Context, opt options, stdout, stderr io.Writer) (err 
 	writeRunsTable(stdout, results)
 	fmt.Fprintf(stdout, "\n### Medians of %d rounds\n\n", opt.rounds)
 	writeSummary(stdout, results, opt.workloads, opt.contenders)
+	if !slices.Contains(opt.contenders, Sealrelay) || (opt.idle == 0 && opt.restart == 0) {
+		return nil
+	}
+	fmt.Fprintf(stdout, "\n### sealrelay: idle sessions and restart\n\n")
+	if opt.idle > 0 {
+		rss, err := idleSessions(ctx, e, opt.idle)
+		if err != nil {
+			return fmt.Errorf("idle sessions: %w", err)
+		}
+		fmt.Fprintf(stdout, "- RSS with %d idle inbound sessions open: %.1f MiB\n", opt.idle, float64(rss)/(1<<20))
+	}
+	if opt.restart > 0 {
+		first, loaded, err := restart(ctx, e, opt.restart)
+		if err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+		fmt.Fprintf(stdout, "- restart with %d messages queued: new mail accepted (250) %s after the start; queue loaded after %s\n",
+			opt.restart, first.Round(time.Millisecond), loaded.Round(time.Millisecond))
+	}
 	return nil
 }
 

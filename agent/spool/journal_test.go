@@ -88,30 +88,35 @@ func TestJournalPutIsDurableAcrossRestart(t *testing.T) {
 func TestJournalGroupCommit(t *testing.T) {
 	const n = 64
 	var syncs atomic.Int64
-	var q atomic.Pointer[Queue]
+	release := make(chan struct{})
 	h := journalHarness(t, Options{TestHookBeforeSync: func(p string) error {
-		if !strings.HasSuffix(p, segSuffix) {
-			return nil
-		}
-		if syncs.Add(1) == 1 {
-			// Hold the first commit until every other Put is waiting.
-			deadline := time.Now().Add(10 * time.Second)
-			for len(q.Load().j.reqs) < n-1 && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
+		if strings.HasSuffix(p, segSuffix) && syncs.Add(1) == 1 {
+			<-release // hold the first commit
 		}
 		return nil
 	}})
-	q.Store(h.q)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			body := fmt.Sprintf("Subject: %d\r\n\r\nbody %d\r\n", i, i)
-			if _, err := h.q.Put(context.Background(), "a@example.com", []string{"b@example.org"}, strings.NewReader(body)); err != nil {
-				t.Errorf("Put %d: %v", i, err)
-			}
-		})
+	put := func(i int) {
+		body := fmt.Sprintf("Subject: %d\r\n\r\nbody %d\r\n", i, i)
+		if _, err := h.q.Put(context.Background(), "a@example.com", []string{"b@example.org"}, strings.NewReader(body)); err != nil {
+			t.Errorf("Put %d: %v", i, err)
+		}
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { put(0) }) // its commit is held in fdatasync
+	for syncs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i < n; i++ {
+		wg.Go(func() { put(i) })
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.q.j.reqs) < n-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d Puts waiting", len(h.q.j.reqs))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
 	wg.Wait()
 	if got := syncs.Load(); got != 2 {
 		t.Errorf("%d Puts made %d fdatasyncs, want 2 (one for the first, one for the %d that waited)", n, got, n-1)
@@ -220,7 +225,7 @@ func TestJournalDamagedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Flip a byte inside b's message ("the numbers are attached").
-	i := bytes.Index(data, []byte(`"address": "b@example.org"`))
+	i := bytes.Index(data, []byte(`"address":"b@example.org"`))
 	j := bytes.Index(data[i:], []byte("numbers"))
 	data[i+j] ^= 0x20
 	os.WriteFile(seg, data, 0o600)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -568,7 +569,7 @@ func (q *Queue) Put(ctx context.Context, from string, to []string, body io.Reade
 		return "", err
 	}
 	q.stats.accepted.Add(1)
-	q.log.Info("spool: queued", "id", id, "from", from, "rcpts", len(to), "size", size)
+	q.log.Debug("spool: queued", "id", id, "from", from, "rcpts", len(to), "size", size) // the listener logs the acceptance
 	return id, nil
 }
 
@@ -673,9 +674,10 @@ func newEnvelope(id string, now time.Time, from string, to []string, size int64,
 func (q *Queue) putJournal(id string, now time.Time, from string, to []string, msg []byte) (*item, error) {
 	sum := sha256.Sum256(msg)
 	env := newEnvelope(id, now, from, to, int64(len(msg)), sum[:])
-	data, err := env.marshal()
+	// Compact JSON in the journal: it is read by sealrelay, not edited.
+	data, err := json.Marshal(&env)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encoding envelope of %s: %w", id, err)
 	}
 	seg, off, err := q.j.append(messageRecord(data, msg), true)
 	if err != nil {

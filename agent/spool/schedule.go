@@ -286,7 +286,7 @@ func (q *Queue) finish(it *item, env *envelope) error {
 		// delivered again to nobody (all recipients are done), then removed.
 		q.log.Error("spool: cannot remove finished item", "id", env.ID, "err", err)
 	}
-	q.log.Info("spool: done", "id", env.ID, "attempts", env.Attempts)
+	q.log.Debug("spool: done", "id", env.ID, "attempts", env.Attempts)
 	return nil
 }
 
