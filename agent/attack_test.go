@@ -64,6 +64,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -343,26 +344,11 @@ func writeListenCert(t *testing.T) listenTLS {
 	return out
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// syncBuffer is a log sink the test reads while the code writes to it.
+type syncBuffer = logbuf.Buffer
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// filter returns the lines holding any of subs.
-func (s *syncBuffer) filter(subs ...string) string {
+// filterLog returns the lines of s holding any of subs.
+func filterLog(s *syncBuffer, subs ...string) string {
 	var out []string
 	for _, l := range strings.Split(s.String(), "\n") {
 		if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(l, sub) }) {
@@ -450,7 +436,7 @@ func startRig(t *testing.T, o rigOptions) *rig {
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
-			t.Logf("agent log (warnings and errors):\n%s", logs.filter("level=WARN", "level=ERROR"))
+			t.Logf("agent log (warnings and errors):\n%s", filterLog(logs, "level=WARN", "level=ERROR"))
 		}
 	})
 	return &rig{agent: a, up: up, logs: logs, dataDir: o.dataDir, stop: stop}

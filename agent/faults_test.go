@@ -139,6 +139,11 @@ func diskFullScenario(t *testing.T, r *rig, fill, free func()) {
 	}
 	qs := r.agent.Queue()
 	waitFor(t, "the first delivery attempts", func() bool { return qs.Stats().Deferred >= 3 })
+	// Deferred, the three leave the journal for files of their own.
+	waitFor(t, "the deferred items' own files", func() bool {
+		envs, _ := filepath.Glob(filepath.Join(r.dataDir, "spool", "*.env"))
+		return len(envs) == 3
+	})
 
 	for i := 1; i <= 5; i++ {
 		fill()

@@ -120,7 +120,6 @@ max_backoff = "2s"
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "delivered/s")
 }
 
-
 // submit sends one message on a connection of its own, as an application
 // does.
 func submit(addr, body string) error {

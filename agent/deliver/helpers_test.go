@@ -1,10 +1,10 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"strings"
@@ -69,23 +69,8 @@ func (f *fakeCreds) refreshCount() int {
 	return f.refreshes
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the test reads while the code writes to it.
+type syncBuffer = logbuf.Buffer
 
 func startUpstream(t testing.TB, cfg upstream.Config) *upstream.Server {
 	t.Helper()

@@ -1,9 +1,9 @@
 package spool
 
 import (
-	"bytes"
 	"context"
 	"flag"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"os"
@@ -38,38 +38,8 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// syncBuffer is a log sink that tests can read while the queue writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// lines returns the log lines containing every one of words.
-func (s *syncBuffer) lines(words ...string) []string {
-	var out []string
-	for _, l := range strings.Split(s.String(), "\n") {
-		ok := l != ""
-		for _, w := range words {
-			ok = ok && strings.Contains(l, w)
-		}
-		if ok {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+// syncBuffer is a log sink the test reads while the code writes to it.
+type syncBuffer = logbuf.Buffer
 
 // harness is a queue on a fresh directory with a fake clock, a fixed jitter
 // (factor 1.0), captured logs, and a channel that receives the ID of each

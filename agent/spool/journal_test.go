@@ -205,7 +205,7 @@ func TestJournalTornTail(t *testing.T) {
 	if n := h2.q.Stats().Quarantined; n != 1 {
 		t.Errorf("a torn tail was reported %d times, want once", n)
 	}
-	if l := h2.logs.lines("damaged journal record skipped", filepath.Base(seg), "incomplete record"); len(l) != 1 {
+	if l := h2.logs.Lines("damaged journal record skipped", filepath.Base(seg), "incomplete record"); len(l) != 1 {
 		t.Errorf("log lines about the torn tail: %q", l)
 	}
 }
@@ -247,7 +247,7 @@ func TestJournalDamagedRecord(t *testing.T) {
 	if _, err := os.Stat(copyPath); err != nil {
 		t.Errorf("no copy in quarantine: %v", err)
 	}
-	if l := h2.logs.lines("damaged journal record skipped", filepath.Base(seg), "id="+b, "checksum mismatch"); len(l) != 1 {
+	if l := h2.logs.Lines("damaged journal record skipped", filepath.Base(seg), "id="+b, "checksum mismatch"); len(l) != 1 {
 		t.Errorf("log lines about the damage: %q", l)
 	}
 }

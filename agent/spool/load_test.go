@@ -82,7 +82,7 @@ func TestOpenQuarantinesDamagedItems(t *testing.T) {
 				t.Errorf("%s: %s still in the spool directory", c.name, f)
 			}
 		}
-		lines := h2.logs.lines("quarantined damaged item", "id="+c.id)
+		lines := h2.logs.Lines("quarantined damaged item", "id="+c.id)
 		if len(lines) != 1 || !strings.Contains(lines[0], c.reason) || !strings.Contains(lines[0], c.files[0]) {
 			t.Errorf("%s: log lines %q, want one naming %s with reason %q", c.name, lines, c.files[0], c.reason)
 		}
@@ -94,10 +94,10 @@ func TestOpenQuarantinesDamagedItems(t *testing.T) {
 	if want := []string{intact + ".env", intact + ".msg", "README"}; !slices.Equal(left, want) {
 		t.Errorf("spool directory holds %v, want %v", left, want)
 	}
-	if len(h2.logs.lines("removed leftover temporary file", tmpID+".msg.tmp")) != 1 {
+	if len(h2.logs.Lines("removed leftover temporary file", tmpID+".msg.tmp")) != 1 {
 		t.Errorf("no log line for the removed temporary file; logs:\n%s", h2.logs)
 	}
-	if len(h2.logs.lines("ignoring unknown file", "README")) != 1 {
+	if len(h2.logs.Lines("ignoring unknown file", "README")) != 1 {
 		t.Errorf("no log line for the unknown file")
 	}
 

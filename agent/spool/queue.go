@@ -795,24 +795,37 @@ func (q *Queue) writeEnvelope(it *item) error {
 // new envelope, each durable) before its envelope changes, and then lets
 // the journal forget it. Call with it.fileMu held.
 func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error {
-	msgPath := q.st.path(env.ID, msgSuffix)
+	msgPath, envPath := q.st.path(env.ID, msgSuffix), q.st.path(env.ID, envSuffix)
+	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
 	rc, err := jl.open(env.Size)
 	if err != nil {
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
 	}
 	defer rc.Close()
-	err = q.st.writeFile(msgPath+tmpSuffix, false, func(w io.Writer) error {
+	err = q.st.writeFile(msgTmp, false, func(w io.Writer) error {
 		_, err := io.Copy(w, rc)
 		return err
 	})
 	if err == nil {
-		err = os.Rename(msgPath+tmpSuffix, msgPath)
+		err = q.st.writeFile(envTmp, false, func(w io.Writer) error {
+			_, err := w.Write(envData)
+			return err
+		})
 	}
 	if err == nil {
-		err = q.st.replace(q.st.path(env.ID, envSuffix), envData) // and the directory fsync
+		err = os.Rename(msgTmp, msgPath)
+	}
+	if err == nil {
+		err = os.Rename(envTmp, envPath)
+	}
+	if err == nil {
+		err = q.st.dirSync.sync()
 	}
 	if err != nil {
-		os.Remove(msgPath + tmpSuffix)
+		// The item stays in the journal, as it was; no half-moved files.
+		for _, p := range []string{envPath, msgPath, envTmp, msgTmp} {
+			os.Remove(p)
+		}
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
 	}
 	q.mu.Lock()

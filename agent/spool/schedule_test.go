@@ -373,7 +373,7 @@ func TestDelete(t *testing.T) {
 	if files := filesIn(t, h.dir); !slices.Equal(files, []string{keep + ".env", keep + ".msg"}) {
 		t.Errorf("spool files after Delete = %v", files)
 	}
-	if len(h.logs.lines("deleted by operator", id)) != 1 {
+	if len(h.logs.Lines("deleted by operator", id)) != 1 {
 		t.Errorf("no log line for the deletion")
 	}
 	d := &fakeDeliverer{respond: all(Delivered, nil)}
@@ -479,7 +479,7 @@ func TestDrainTimeoutCancels(t *testing.T) {
 	if in := h.info(id); in.Attempts != 1 || in.Recipients[0].State != StatePending {
 		t.Errorf("after the cancelled attempt: %+v", in)
 	}
-	if len(h.logs.lines("drain timeout")) != 1 {
+	if len(h.logs.Lines("drain timeout")) != 1 {
 		t.Errorf("no log line for the drain timeout")
 	}
 }
@@ -525,7 +525,7 @@ func TestDSNQueueFailureKeepsItem(t *testing.T) {
 	mu.Unlock()
 	h.run(d)
 	h.waitProcessed(id)
-	if lines := h.logs.lines("cannot queue the DSN", id, "no space left on device"); len(lines) != 1 {
+	if lines := h.logs.Lines("cannot queue the DSN", id, "no space left on device"); len(lines) != 1 {
 		t.Errorf("log lines = %q", lines)
 	}
 	in := h.info(id)
@@ -560,7 +560,7 @@ func TestShortResultsAreTemporary(t *testing.T) {
 		in.Recipients[1].LastError != "no result from the deliverer for this recipient" {
 		t.Errorf("recipients = %+v", in.Recipients)
 	}
-	if len(h.logs.lines("wrong number of results", id)) != 1 {
+	if len(h.logs.Lines("wrong number of results", id)) != 1 {
 		t.Errorf("no log line about the short result")
 	}
 }

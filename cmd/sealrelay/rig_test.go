@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -220,23 +220,8 @@ func onlyItem(t testing.TB, q *spool.Queue) spool.Info {
 	return items[0]
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers (log handlers).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the test reads while the code writes to it.
+type syncBuffer = logbuf.Buffer
 
 var (
 	binOnce sync.Once

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -420,23 +420,8 @@ func postfixQueueID(t *testing.T, pf *postfixtest.Instance, msgID string) string
 	return m[1]
 }
 
-// syncBuffer is a strings.Builder safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink the test reads while the code writes to it.
+type syncBuffer = logbuf.Buffer
 
 // TestWriteSetupErrors: a setup without its required parts is refused,
 // naming them.
