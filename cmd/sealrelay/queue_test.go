@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
@@ -35,8 +37,10 @@ func TestQueueCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// What `queue list` reads is on disk: wait until both attempts are
+	// recorded there, not only in the agent's memory.
 	waitFor(t, 15*time.Second, "both first attempts", func() bool {
-		items := a.Queue().List()
+		items, _ := spool.ReadDir(filepath.Join(dir, "data", "spool"))
 		return len(items) == 2 && items[0].Attempts == 1 && items[1].Attempts == 1
 	})
 
