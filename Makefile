@@ -11,7 +11,7 @@ GO        ?= go
 FUZZTIME  ?= 30s
 CRASH_N   ?= 10000
 CACHE_DIR ?= $(or $(SEALRELAY_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sealrelay)
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export SEALRELAY_CACHE := $(CACHE_DIR)
 
@@ -44,9 +44,8 @@ FUZZ_TARGETS = \
 
 test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		echo "fuzz $${t##*:} in $${t%%:*} for $(FUZZTIME)"; \
+		GO=$(GO) ./tools/fuzz.sh $${t%%:*} $${t##*:} $(FUZZTIME); \
 	done
 
 # The crash loop at full size: SIGKILL at random moments while CRASH_N

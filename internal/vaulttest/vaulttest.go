@@ -314,7 +314,8 @@ func findBinary() (string, error) {
 	cmd := exec.CommandContext(ctx, script)
 	cmd.Env = os.Environ()
 	if _, err := exec.LookPath("go"); err != nil {
-		cmd.Env = append(cmd.Env, "GO="+filepath.Join(runtime.GOROOT(), "bin", "go"))
+		// Not on PATH: the machine image's Go.
+		cmd.Env = append(cmd.Env, "GO=/usr/local/go/bin/go")
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
