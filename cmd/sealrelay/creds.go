@@ -330,27 +330,41 @@ func credsRm(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.require("f", "R", "i"); err != nil {
-		return err
-	}
-	rl, id, err := loadKeys(e, c)
+	creds, rl, err := rewrite(e, c, func(creds []secrets.Credential) ([]secrets.Credential, error) {
+		i := slices.IndexFunc(creds, func(x secrets.Credential) bool { return x.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("%s has no entry %q", *c.file, name)
+		}
+		return slices.Delete(creds, i, i+1), nil
+	})
 	if err != nil {
-		return err
-	}
-	creds, err := readFile(*c.file, id)
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(creds, func(x secrets.Credential) bool { return x.Name == name })
-	if i < 0 {
-		return fmt.Errorf("%s has no entry %q", *c.file, name)
-	}
-	creds = slices.Delete(creds, i, i+1)
-	if err := agefile.Write(*c.file, creds, rl); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "sealrelay: removed entry %q from %s; %s left, sealed to %s\n", name, *c.file, entries(len(creds)), describe(rl))
 	return nil
+}
+
+// rewrite reads the credential file with -i, lets edit change its entries,
+// and seals the result to -R, as rm and reencrypt do.
+func rewrite(e *env, c *credsFlags, edit func([]secrets.Credential) ([]secrets.Credential, error)) ([]secrets.Credential, *keys.RecipientList, error) {
+	if err := c.require("f", "R", "i"); err != nil {
+		return nil, nil, err
+	}
+	rl, id, err := loadKeys(e, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	creds, err := readFile(*c.file, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if creds, err = edit(creds); err != nil {
+		return nil, nil, err
+	}
+	if err := agefile.Write(*c.file, creds, rl); err != nil {
+		return nil, nil, err
+	}
+	return creds, rl, nil
 }
 
 func credsReencrypt(e *env, args []string) error {
@@ -362,18 +376,8 @@ func credsReencrypt(e *env, args []string) error {
 	if err := noArgs("reencrypt", pos); err != nil {
 		return err
 	}
-	if err := c.require("f", "R", "i"); err != nil {
-		return err
-	}
-	rl, id, err := loadKeys(e, c)
+	creds, rl, err := rewrite(e, c, func(creds []secrets.Credential) ([]secrets.Credential, error) { return creds, nil })
 	if err != nil {
-		return err
-	}
-	creds, err := readFile(*c.file, id)
-	if err != nil {
-		return err
-	}
-	if err := agefile.Write(*c.file, creds, rl); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "sealrelay: re-encrypted %s in %s to %s\n", entries(len(creds)), *c.file, describe(rl))
