@@ -33,6 +33,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -280,23 +281,7 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 
 // LoadRootCAs returns the system roots plus the PEM certificates in caFile
 // ("" adds none).
-func LoadRootCAs(caFile string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile == "" {
-		return pool, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read ca_file: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca_file %s: no PEM certificate found", caFile)
-	}
-	return pool, nil
-}
+func LoadRootCAs(caFile string) (*x509.CertPool, error) { return roots.Load(caFile) }
 
 // Deliver tries m once: each relay in order until one takes the
 // transaction. It returns one result per m.To, in order.

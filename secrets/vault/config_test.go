@@ -22,7 +22,7 @@ func TestNewErrors(t *testing.T) {
 		{"kubernetes role", Config{Address: "https://v:8200", Auth: "kubernetes"}, `vault: auth = "kubernetes" needs kubernetes_role`},
 		{"sealed identity", Config{Address: "https://v:8200", Sealed: true}, "vault: sealed = true needs this server's identity to open the entries"},
 		{"ca file missing", Config{Address: "https://v:8200", CAFile: "/nonexistent/ca.pem"}, "vault: reading ca_file: open /nonexistent/ca.pem: no such file or directory"},
-		{"ca file not pem", Config{Address: "https://v:8200", CAFile: notPEM}, "vault: ca_file " + notPEM + " holds no PEM certificate"},
+		{"ca file not pem", Config{Address: "https://v:8200", CAFile: notPEM}, "vault: ca_file " + notPEM + ": no PEM certificate found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)

@@ -30,7 +30,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +40,7 @@ import (
 	"filippo.io/age/armor"
 	"github.com/hashicorp/vault/api"
 
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -219,16 +219,9 @@ func rootPool(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil // crypto/tls uses the system roots
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	pem, err := os.ReadFile(caFile)
+	pool, err := roots.Load(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("vault: reading ca_file: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("vault: ca_file %s holds no PEM certificate", caFile)
+		return nil, fmt.Errorf("vault: %w", err)
 	}
 	return pool, nil
 }
