@@ -2,10 +2,10 @@ package deliver
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 
+	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
@@ -14,12 +14,7 @@ func TestCheck(t *testing.T) {
 	untrusted := startUpstream(t, upstream.Config{UntrustedCert: true})
 	noAuth := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{NoAuth: true}})
 	wrong := startUpstream(t, upstream.Config{Accounts: map[string]string{testUser: "other"}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := refuse.Addr(t)
 
 	relay := func(name string, u *upstream.Server, policy AuthPolicy) Relay {
 		r := relayTo(u, policy)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -299,12 +299,7 @@ func TestTemporaryAuthReply(t *testing.T) {
 
 func TestFailover(t *testing.T) {
 	good := startUpstream(t, upstream.Config{})
-	refusing, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := refusing.Addr().String()
-	refusing.Close()
+	deadAddr := refuse.Addr(t)
 	greet421 := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Greeting: upstream.ErrServiceNotAvailable}})
 
 	first := func(name, addr string) Relay {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
@@ -37,7 +38,7 @@ func TestCheck(t *testing.T) {
 			up := startUpstream(t, dir, tc.up)
 			addr := up.Addr()
 			if tc.down {
-				up.Close()
+				addr = refuse.Addr(t)
 			}
 			cfg := rigConfig(t, dir, addr, tc.relay, "")
 			var out, errb bytes.Buffer

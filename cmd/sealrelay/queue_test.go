@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
@@ -24,9 +25,8 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 func TestQueueCommands(t *testing.T) {
 	dir := t.TempDir()
 	rigFiles(t, dir, rigUser, rigPass)
-	first := startUpstream(t, dir, upstream.Config{})
-	upAddr := first.Addr()
-	first.Close()
+	startUpstream(t, dir, upstream.Config{}) // for its CA file; nothing listens at upAddr
+	upAddr := refuse.Addr(t)
 	cfg := rigConfig(t, dir, upAddr, relayOpts{}, "")
 	// Long backoff: only `queue retry` makes a second attempt happen soon.
 	writeTestFile(t, cfg, strings.Replace(readTestFile(t, cfg), `min_backoff = "200ms"`, `min_backoff = "1h"`, 1))

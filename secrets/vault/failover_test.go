@@ -3,23 +3,17 @@ package vault
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 
+	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/vaulttest"
 )
 
 // deadAddr returns the address of a port nobody listens on.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "http://" + l.Addr().String()
-	l.Close()
-	return addr
+	return "http://" + refuse.Addr(t)
 }
 
 // Vault stopped mid-run: reads fail with "connection refused"; once it is
