@@ -1,9 +1,9 @@
 package secrets
 
 import (
-	"bytes"
 	"context"
 	"errors"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"maps"
 	"slices"
@@ -104,22 +104,7 @@ func (w *watchSource) Watch(ctx context.Context, changed chan<- struct{}) error 
 }
 
 // logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = logbuf.Buffer
 
 func newStore(src Source, names []string, opt StoreOptions) (*Store, *logBuffer) {
 	logs := &logBuffer{}

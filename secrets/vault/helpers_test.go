@@ -1,9 +1,9 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -34,33 +34,13 @@ func TestMain(m *testing.M) {
 // logs captures a Source's log lines and checks, when the test ends, that
 // none of the registered secrets appears in them.
 type logs struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
+	logbuf.Buffer
+	mu      sync.Mutex // guards secrets
 	secrets []string
 }
 
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // count returns how many lines contain s.
-func (l *logs) count(s string) int {
-	n := 0
-	for _, line := range strings.Split(l.String(), "\n") {
-		if strings.Contains(line, s) {
-			n++
-		}
-	}
-	return n
-}
+func (l *logs) count(s string) int { return len(l.Lines(s)) }
 
 // forbid registers values that must never be logged.
 func (l *logs) forbid(values ...string) {
@@ -73,6 +53,8 @@ func newLogs(t *testing.T) (*logs, *slog.Logger) {
 	l := &logs{}
 	t.Cleanup(func() {
 		out := l.String()
+		l.mu.Lock()
+		defer l.mu.Unlock()
 		for _, s := range l.secrets {
 			if s != "" && strings.Contains(out, s) {
 				t.Errorf("a secret value appears in the log:\n%s", out)
