@@ -81,7 +81,7 @@ type jloc struct {
 
 // jreq is one record for the committer.
 type jreq struct {
-	rec  []byte
+	rec  record     // nil for a barrier
 	sync bool       // the caller needs it durable
 	done chan error // nil: nobody waits
 	// set by the committer on success
@@ -120,26 +120,50 @@ func parseSegName(name string) (uint64, bool) {
 	return n, err == nil
 }
 
-// encodeRecord frames a record.
-func encodeRecord(kind byte, parts ...[]byte) []byte {
+// record is a framed record as the pieces it is written from: its header,
+// then the parts of its payload. The message bytes are written from the
+// buffer they were received into, not copied.
+type record [][]byte
+
+// kind returns the record's kind.
+func (r record) kind() byte { return r[0][4] }
+
+// size returns the record's length in bytes.
+func (r record) size() int {
 	n := 0
-	for _, p := range parts {
+	for _, p := range r {
 		n += len(p)
 	}
-	rec := make([]byte, recHeaderLen, recHeaderLen+n)
-	copy(rec, recMagic)
-	rec[4] = kind
-	binary.BigEndian.PutUint32(rec[5:9], uint32(n))
-	for _, p := range parts {
-		rec = append(rec, p...)
+	return n
+}
+
+// bytes returns the record in one slice.
+func (r record) bytes() []byte {
+	b := make([]byte, 0, r.size())
+	for _, p := range r {
+		b = append(b, p...)
 	}
-	crc := crc32.Update(crc32.Checksum([]byte{kind}, castagnoli), castagnoli, rec[recHeaderLen:])
-	binary.BigEndian.PutUint32(rec[9:13], crc)
-	return rec
+	return b
+}
+
+// encodeRecord frames a record whose payload is parts.
+func encodeRecord(kind byte, parts ...[]byte) record {
+	n := 0
+	crc := crc32.Checksum([]byte{kind}, castagnoli)
+	for _, p := range parts {
+		n += len(p)
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	hdr := make([]byte, recHeaderLen)
+	copy(hdr, recMagic)
+	hdr[4] = kind
+	binary.BigEndian.PutUint32(hdr[5:9], uint32(n))
+	binary.BigEndian.PutUint32(hdr[9:13], crc)
+	return append(record{hdr}, parts...)
 }
 
 // messageRecord is the M record of env and its message.
-func messageRecord(envJSON, msg []byte) []byte {
+func messageRecord(envJSON, msg []byte) record {
 	var l [4]byte
 	binary.BigEndian.PutUint32(l[:], uint32(len(envJSON)))
 	return encodeRecord(kindMessage, l[:], envJSON, msg)
@@ -181,7 +205,7 @@ func (j *journal) stop() {
 
 // append hands rec to the committer. With wait, it returns once the record
 // is written (and, with sync, durable), with where it went.
-func (j *journal) append(rec []byte, sync bool) (*segment, int64, error) {
+func (j *journal) append(rec record, sync bool) (*segment, int64, error) {
 	r := &jreq{rec: rec, sync: sync, done: make(chan error, 1)}
 	select {
 	case j.reqs <- r:
@@ -202,7 +226,7 @@ func (j *journal) barrier() error {
 }
 
 // note hands rec (a D or X record) to the committer without waiting.
-func (j *journal) note(rec []byte) {
+func (j *journal) note(rec record) {
 	select {
 	case j.reqs <- &jreq{rec: rec}:
 	case <-j.quit:
@@ -257,20 +281,16 @@ func (j *journal) commit(batch []*jreq) {
 }
 
 func (j *journal) writeBatch(batch []*jreq) error {
-	size := 0
 	needSync := false
-	for _, r := range batch {
-		size += len(r.rec)
-		needSync = needSync || r.sync
-	}
-	buf := make([]byte, 0, size)
+	var bufs [][]byte
 	off := j.curSize
 	for _, r := range batch {
+		needSync = needSync || r.sync
 		r.seg, r.off = j.curSeg, off
-		buf = append(buf, r.rec...)
-		off += int64(len(r.rec))
+		bufs = append(bufs, r.rec...)
+		off += int64(r.rec.size())
 	}
-	_, err := j.cur.Write(buf)
+	err := writeAll(j.cur, bufs)
 	if err == nil && needSync {
 		if err = j.st.beforeSync(j.curSeg.path); err == nil {
 			err = unix.Fdatasync(int(j.cur.Fd()))
@@ -288,13 +308,41 @@ func (j *journal) writeBatch(batch []*jreq) error {
 	j.curSize = off
 	j.mu.Lock()
 	for _, r := range batch {
-		if len(r.rec) > 4 && r.rec[4] == kindMessage {
+		if r.rec != nil && r.rec.kind() == kindMessage {
 			r.seg.live++
 		}
 	}
 	j.mu.Unlock()
 	if j.curSize >= maxSegmentBytes {
 		j.seal()
+	}
+	return nil
+}
+
+// writeAll writes bufs to f with writev, at most IOV_MAX buffers a call,
+// going on after a short write.
+func writeAll(f *os.File, bufs [][]byte) error {
+	const iovMax = 1024
+	fd := int(f.Fd())
+	for len(bufs) > 0 {
+		chunk := bufs[:min(len(bufs), iovMax)]
+		n, err := unix.Writev(fd, chunk)
+		if err != nil {
+			return err
+		}
+		// Drop what was written; a short write leaves part of a buffer.
+		for n > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			} else {
+				bufs[0] = bufs[0][n:]
+				n = 0
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
 	}
 	return nil
 }

@@ -189,7 +189,8 @@ func TestJournalTornTail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Write(rec[:len(rec)-7])
+	raw := rec.bytes()
+	f.Write(raw[:len(raw)-7])
 	f.Close()
 
 	h2 := journalHarness(t, Options{Dir: h.dir})
@@ -361,12 +362,12 @@ func TestReadDirSeesJournal(t *testing.T) {
 func FuzzScanSegment(f *testing.F) {
 	env := newEnvelope("189cab0a10fa62000769ea34", t0, "a@example.com", []string{"b@example.org"}, int64(len(testMessage)), nil)
 	data, _ := env.marshal()
-	good := messageRecord(data, []byte(testMessage))
+	good := messageRecord(data, []byte(testMessage)).bytes()
 	f.Add(good)
-	f.Add(append(append([]byte{}, good...), encodeRecord(kindDone, []byte(env.ID))...))
+	f.Add(append(append([]byte{}, good...), encodeRecord(kindDone, []byte(env.ID)).bytes()...))
 	f.Add(good[:len(good)-3])
 	f.Add([]byte("SRJ1"))
-	f.Add(encodeRecord(kindMoved, []byte("x")))
+	f.Add(encodeRecord(kindMoved, []byte("x")).bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := &journalScan{entries: map[string]*jentry{}}
 		seg := &segment{path: "fuzz.seg"}
@@ -377,4 +378,31 @@ func FuzzScanSegment(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWriteAll: more buffers than one writev takes, some empty, arrive in
+// order and whole.
+func TestWriteAll(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "w"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var bufs [][]byte
+	var want []byte
+	for i := range 3000 {
+		b := []byte(fmt.Sprintf("%d,", i))
+		if i%7 == 0 {
+			b = nil
+		}
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	if err := writeAll(f, bufs); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(f.Name())
+	if !bytes.Equal(got, want) {
+		t.Fatalf("wrote %d bytes, want %d in order", len(got), len(want))
+	}
 }
