@@ -122,8 +122,10 @@ func TestPrivateKeyJWT(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, a := range map[string]func() (string, error){
-		"another key":      func() (string, error) { return SignAssertion(other, c.KeyID, c.ID, s.TokenURL, time.Minute) },
-		"another audience": func() (string, error) { return SignAssertion(c.Key, c.KeyID, c.ID, s.PublicURL+"/oauth2/token", time.Minute) },
+		"another key": func() (string, error) { return SignAssertion(other, c.KeyID, c.ID, s.TokenURL, time.Minute) },
+		"another audience": func() (string, error) {
+			return SignAssertion(c.Key, c.KeyID, c.ID, s.PublicURL+"/oauth2/token", time.Minute)
+		},
 	} {
 		jwt, err := a()
 		if err != nil {
