@@ -105,7 +105,8 @@ type Config struct {
 	Slots int
 	// OAuth2, if set, adds an oauth2 passdb that checks bearer tokens.
 	OAuth2 *OAuth2
-	// ListenerUser owns SocketPath (mode 0660); default "postfix".
+	// ListenerUser owns SocketPath, with the group of the same name and
+	// mode 0660; default "postfix".
 	ListenerUser string
 	// Debug sets auth_debug = yes: every lookup is logged, bearer tokens
 	// included.

@@ -155,6 +155,13 @@ func TestOAuth2Refusals(t *testing.T) {
 
 	scoped := StartRelay(t, Config{OAuth2: &OAuth2{IntrospectionURL: h.IntrospectURL, Scope: "smtp"}}, postfixtest.Config{})
 	mustRefuse(t, scoped, "XOAUTH2", c.ID, tok, "a token without the smtp scope")
+	// A 3000-character token (a 4 KB AUTH line) reaches Dovecot whole:
+	// with Postfix's default line_length_limit (2048) smtpd would cut it
+	// and answer "Invalid base64 data".
+	_, err := login(t, scoped, "XOAUTH2", c.ID, strings.Repeat("x", 3000))
+	if err == nil || !strings.Contains(err.Error(), "535") || strings.Contains(err.Error(), "base64") {
+		t.Errorf("AUTH XOAUTH2 with a 3000-character token: %v, want 535 from Dovecot, not a cut line", err)
+	}
 
 	gone := StartRelay(t, Config{OAuth2: &OAuth2{IntrospectionURL: h.AdminURL + "/no/such/endpoint"}}, postfixtest.Config{})
 	mustRefuse(t, gone, "XOAUTH2", c.ID, tok, "an introspection URL that answers 404")
