@@ -1,6 +1,6 @@
 # sealrelay: `make test` is the whole suite, on a fresh machine.
 #
-#   make test           deps + Vault test server + vet + every Go test (real Vault, swaks, Postfix)
+#   make test           deps + Vault and Hydra test servers + vet + every Go test (real Vault, Hydra, swaks, Postfix, Dovecot)
 #   make test-fuzz      each fuzz target for FUZZTIME
 #   make test-crash     the long crash loop (CRASH_N messages)
 #   make test-interop   Postfix as client and as upstream
@@ -15,9 +15,9 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export SEALRELAY_CACHE := $(CACHE_DIR)
 
-.PHONY: test deps vault vet lint test-fuzz test-crash test-interop bench
+.PHONY: test deps vault hydra vet lint test-fuzz test-crash test-interop bench
 
-test: deps vault vet
+test: deps vault hydra vet
 	$(GO) test -count=1 -timeout 45m ./...
 
 deps:
@@ -25,6 +25,9 @@ deps:
 
 vault:
 	@./tools/vault/build.sh >/dev/null
+
+hydra:
+	@./tools/hydra/build.sh >/dev/null
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)

@@ -2,17 +2,21 @@
 # Installs the Debian packages the test suite and the benchmark talk to
 # (real peers, not mocks): swaks as an SMTP client; Postfix and Cyrus SASL
 # (saslpasswd2, the sasldb auxprop plugin, PLAIN and LOGIN) for the interop
-# tests and the benchmark (internal/postfixtest runs private instances).
+# tests and the benchmark (internal/postfixtest runs private instances);
+# Dovecot (dovecot-core) as Postfix's SASL backend for CRAM-MD5, SCRAM and
+# OAuth2 bearer tokens (internal/peers/dovecot); a C compiler for the cgo
+# (SQLite) build of the Hydra test server (tools/hydra/build.sh).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
-# Postfix and SASL.
+# Postfix, SASL and Dovecot.
 set -euo pipefail
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 want=()
 installed swaks || want+=(swaks)
+command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
-  for p in postfix sasl2-bin libsasl2-modules libsasl2-modules-db; do
+  for p in postfix sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-core; do
     installed "$p" || want+=("$p")
   done
 fi

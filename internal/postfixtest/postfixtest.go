@@ -148,8 +148,25 @@ type Config struct {
 	// permit_sasl_authenticated, reject) with AUTH PLAIN or LOGIN, offered
 	// only after STARTTLS (smtpd_tls_auth_only), checked by Cyrus SASL
 	// against a sasldb file. Keys are "user@domain"; TLSCert is required.
-	// Without SASLUsers, smtpd relays for 127.0.0.0/8 (mynetworks).
+	// Without SASLUsers, DovecotSASL or ClientCAPEM, smtpd relays for
+	// 127.0.0.0/8 (mynetworks).
 	SASLUsers map[string]string
+	// DovecotSASL, if set, is the absolute path of a Dovecot auth socket
+	// (a unix_listener the postfix user may use, as internal/peers/dovecot
+	// makes): smtpd then checks AUTH through Dovecot (smtpd_sasl_type =
+	// dovecot) with the mechanisms Dovecot offers, only after STARTTLS, and
+	// relays only for clients that authenticated. line_length_limit is
+	// raised to 8192 so that an AUTH line with a bearer token fits.
+	// Dovecot must be running before Start. TLSCert is required;
+	// SASLUsers must be empty.
+	DovecotSASL string
+	// ClientCAPEM, if set, makes smtpd ask TLS clients for a certificate
+	// (smtpd_tls_ask_ccert) and verify it against this CA
+	// (smtpd_tls_CAfile): a client whose certificate verifies may relay
+	// without AUTH (permit_tls_all_clientcerts); any other client only
+	// after AUTH (with SASLUsers or DovecotSASL), else never. TLSCert is
+	// required.
+	ClientCAPEM []byte
 	// TLSCert is smtpd's certificate and key (STARTTLS offered when set).
 	TLSCert *tls.Certificate
 
@@ -224,13 +241,8 @@ func Start(cfg Config) (*Instance, error) {
 	if _, _, err := net.SplitHostPort(cfg.Relayhost); err != nil {
 		return nil, fmt.Errorf("postfixtest: relayhost %q: %w", cfg.Relayhost, err)
 	}
-	if len(cfg.SASLUsers) > 0 && cfg.TLSCert == nil {
-		return nil, errors.New("postfixtest: SASLUsers needs a TLSCert (AUTH is offered only after STARTTLS)")
-	}
-	for name := range cfg.SASLUsers {
-		if u, domain, ok := strings.Cut(name, "@"); !ok || u == "" || domain == "" {
-			return nil, fmt.Errorf("postfixtest: SASL user %q is not user@domain", name)
-		}
+	if err := checkAuth(cfg); err != nil {
+		return nil, err
 	}
 	if (cfg.RelayUser == "") != (cfg.RelayPassword == "") {
 		return nil, errors.New("postfixtest: RelayUser and RelayPassword go together")
@@ -471,24 +483,8 @@ func (p *Instance) writeFiles(port int) error {
 		params["smtpd_tls_cert_file"] = certFile
 		params["smtpd_tls_key_file"] = keyFile
 	}
-	if len(p.cfg.SASLUsers) > 0 {
-		db := filepath.Join(sasl, "sasldb2")
-		if err := writeSASLDB(db, p.cfg.SASLUsers, uid); err != nil {
-			return err
-		}
-		conf := "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: " + db + "\n"
-		if err := os.WriteFile(filepath.Join(sasl, "smtpd.conf"), []byte(conf), 0o644); err != nil {
-			return fmt.Errorf("postfixtest: %w", err)
-		}
-		maps.Copy(params, map[string]string{
-			"smtpd_sasl_auth_enable":      "yes",
-			"smtpd_sasl_type":             "cyrus",
-			"smtpd_sasl_path":             "smtpd",
-			"cyrus_sasl_config_path":      sasl,
-			"smtpd_sasl_security_options": "noanonymous",
-			"smtpd_tls_auth_only":         "yes",
-			"smtpd_relay_restrictions":    "permit_sasl_authenticated, reject",
-		})
+	if err := p.smtpdAuth(params, sasl, uid); err != nil {
+		return err
 	}
 	if len(p.cfg.RelayCAPEM) > 0 {
 		caFile := filepath.Join(etc, "relay-ca.pem")
@@ -583,27 +579,6 @@ func writeCert(certFile, keyFile string, c *tls.Certificate) error {
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return fmt.Errorf("postfixtest: %w", err)
-	}
-	return nil
-}
-
-// writeSASLDB creates the Cyrus sasldb file with saslpasswd2, each password
-// on its standard input (never on a command line), owned by the postfix
-// user (smtpd reads it after dropping privileges).
-func writeSASLDB(db string, users map[string]string, uid int) error {
-	for _, name := range slices.Sorted(maps.Keys(users)) {
-		u, domain, _ := strings.Cut(name, "@") // checked by Start
-		cmd := exec.Command(saslpasswd2, "-f", db, "-c", "-p", "-u", domain, u)
-		cmd.Stdin = strings.NewReader(users[name])
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("postfixtest: saslpasswd2 for %s: %v %s", name, err, bytes.TrimSpace(out))
-		}
-	}
-	if err := os.Chown(db, uid, -1); err != nil {
-		return fmt.Errorf("postfixtest: sasldb %s: %w", db, err)
-	}
-	if err := os.Chmod(db, 0o600); err != nil {
-		return fmt.Errorf("postfixtest: sasldb %s: %w", db, err)
 	}
 	return nil
 }

@@ -222,8 +222,115 @@ func TestSASLRelayHost(t *testing.T) {
 			}
 		})
 	}
+	var methods []string
+	for _, l := range p.SASLLogins() {
+		if l.Username != "relay@example.test" || l.Client != "localhost[127.0.0.1]" || l.QueueID == "" {
+			t.Errorf("logged login %+v, want relay@example.test from localhost[127.0.0.1] with a queue ID", l)
+		}
+		methods = append(methods, l.Method)
+	}
+	if strings.Join(methods, " ") != "PLAIN LOGIN" {
+		t.Errorf("SASLLogins has methods %v, want PLAIN then LOGIN", methods)
+	}
 	if strings.Contains(p.Log(), "Sasl-Pa55") {
 		t.Fatal("the SASL password is in Postfix's log")
+	}
+}
+
+// TestClientCertificate: with ClientCAPEM, smtpd relays for a client whose
+// certificate that CA signed, without AUTH, and for no other client (no
+// certificate, one from another CA, no TLS), and says which it saw.
+func TestClientCertificate(t *testing.T) {
+	need(t)
+	serverCA, err := upstream.NewCA("postfixtest CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, err := serverCA.Issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, err := upstream.NewCA("postfixtest client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := upstream.NewCA("postfixtest other CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := clientCA.IssueClient("relay1.sealrelay.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := otherCA.IssueClient("relay1.sealrelay.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	p := startPostfix(t, Config{Relayhost: up.Addr(), TLSCert: &serverCert, ClientCAPEM: clientCA.PEM()})
+
+	// send submits one message, with STARTTLS and cert (if not nil), or
+	// without TLS; the client presents cert whatever CAs smtpd names.
+	send := func(id string, starttls bool, cert *tls.Certificate) error {
+		conf := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "localhost",
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if cert == nil {
+					return &tls.Certificate{}, nil
+				}
+				return cert, nil
+			}}
+		var c *smtp.Client
+		var err error
+		if starttls {
+			c, err = smtp.DialStartTLS(p.Addr(), conf)
+		} else {
+			c, err = smtp.Dial(p.Addr())
+		}
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Hello("client.test"); err != nil {
+			return err
+		}
+		return c.SendMail("app@client.test", []string{"user@example.net"}, strings.NewReader(message(id)))
+	}
+	for _, tc := range []struct {
+		name     string
+		starttls bool
+		cert     *tls.Certificate
+		log      string
+	}{
+		{"no certificate", true, nil, "Anonymous TLS connection established"},
+		{"a certificate from another CA", true, &bad, "Untrusted TLS connection established"},
+		{"no TLS", false, nil, ""},
+	} {
+		err := send("<refused@postfixtest>", tc.starttls, tc.cert)
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 554 || !strings.Contains(se.Message, "Access denied") {
+			t.Errorf("relay with %s: %v, want 554 Access denied", tc.name, err)
+		}
+		if tc.log != "" {
+			if _, err := p.WaitLog(tc.log, 10*time.Second); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if err := send("<cert@postfixtest>", true, &good); err != nil {
+		t.Fatalf("relay with the right certificate: %v", err)
+	}
+	if err := up.WaitMessages(1, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range up.Messages() {
+		ids = append(ids, m.MessageID)
+	}
+	if len(ids) != 1 || ids[0] != "<cert@postfixtest>" {
+		t.Fatalf("upstream got %v, want only the message sent with the right certificate", ids)
+	}
+	if _, err := p.WaitLog("Trusted TLS connection established", 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -298,6 +405,10 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Relayhost: "127.0.0.1:25", SASLUsers: map[string]string{"a@b": "c"}}, "SASLUsers needs a TLSCert"},
 		{Config{Relayhost: "127.0.0.1:25", RelayUser: "u"}, "RelayUser and RelayPassword go together"},
 		{Config{Relayhost: "127.0.0.1:25", TLSCert: cert, SASLUsers: map[string]string{"nodomain": "c"}}, `SASL user "nodomain" is not user@domain`},
+		{Config{Relayhost: "127.0.0.1:25", DovecotSASL: "/run/auth"}, "DovecotSASL needs a TLSCert"},
+		{Config{Relayhost: "127.0.0.1:25", TLSCert: cert, DovecotSASL: "run/auth"}, `DovecotSASL "run/auth" is not an absolute path`},
+		{Config{Relayhost: "127.0.0.1:25", TLSCert: cert, DovecotSASL: "/run/auth", SASLUsers: map[string]string{"a@b": "c"}}, "SASLUsers and DovecotSASL exclude each other"},
+		{Config{Relayhost: "127.0.0.1:25", ClientCAPEM: []byte("x")}, "ClientCAPEM needs a TLSCert"},
 	}
 	for _, tc := range cases {
 		_, err := Start(tc.cfg)

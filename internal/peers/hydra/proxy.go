@@ -1,0 +1,105 @@
+package hydra
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// proxy forwards everything to Hydra's public API unchanged. It counts
+// POSTs to /oauth2/token and, while down, listens nowhere so that its
+// address refuses connections. Its address stays the same across down/up:
+// it is the issuer Hydra was started with.
+type proxy struct {
+	addr string
+
+	mu     sync.Mutex
+	target *httputil.ReverseProxy
+	srv    *http.Server
+	tokens int
+}
+
+// startProxy listens on a free port; requests get 502 until setTarget.
+func startProxy() (*proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	p := &proxy{addr: ln.Addr().String()}
+	p.serve(ln)
+	return p, nil
+}
+
+func (p *proxy) setTarget(publicURL string) {
+	u, _ := url.Parse(publicURL)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{DisableKeepAlives: true}
+	p.mu.Lock()
+	p.target = rp
+	p.mu.Unlock()
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	srv := &http.Server{Handler: http.HandlerFunc(p.handle), ReadHeaderTimeout: 10 * time.Second}
+	p.srv = srv
+	go srv.Serve(ln) //nolint:errcheck // ends with ErrServerClosed
+}
+
+func (p *proxy) handle(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	target := p.target
+	if r.Method == http.MethodPost && r.URL.Path == "/oauth2/token" {
+		p.tokens++
+	}
+	p.mu.Unlock()
+	if target == nil {
+		http.Error(w, "hydra is not ready", http.StatusBadGateway)
+		return
+	}
+	target.ServeHTTP(w, r)
+}
+
+func (p *proxy) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tokens
+}
+
+// down closes the listener and every open connection.
+func (p *proxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.srv != nil {
+		p.srv.Close() //nolint:errcheck // closing is all that is wanted
+		p.srv = nil
+	}
+}
+
+// up listens again on the same address. Right after down the port may
+// briefly be unavailable, so it tries for a few seconds.
+func (p *proxy) up() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.srv != nil {
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", p.addr)
+		if err == nil {
+			p.serve(ln)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.Join(errors.New("port not free again"), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *proxy) close() { p.down() }
