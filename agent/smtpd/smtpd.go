@@ -153,8 +153,10 @@ const (
 
 // Stats is a snapshot of the listener's counters. Rejected counts the
 // refusals this package decides; go-smtp's own syntax and sequence errors,
-// and its SIZE= and BDAT size refusals, are not counted. ReasonNetwork
-// counts connections, the other reasons count replies.
+// and its SIZE= and BDAT size refusals, are not counted (nor its replies
+// to unknown parameters, which the connection rewrites to 555).
+// ReasonNetwork, ReasonMaxSessions and ReasonMaxPerClient count
+// connections, ReasonIdle sessions, the other reasons count replies.
 type Stats struct {
 	Accepted     uint64            // messages queued and acknowledged with 250
 	Rejected     map[Reason]uint64 // refusals by reason
