@@ -5,6 +5,7 @@
 #   make test-crash     the long crash loop (CRASH_N messages)
 #   make test-interop   Postfix as client and as upstream
 #   make bench          the throughput benchmark against Postfix
+#   make bench-sessions 1000 slow 1 MiB sessions: the agent's peak RSS and open files
 #   make lint           gofmt, go vet, staticcheck
 
 GO        ?= go
@@ -15,7 +16,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export SEALRELAY_CACHE := $(CACHE_DIR)
 
-.PHONY: test deps vault hydra vet lint test-fuzz test-crash test-interop bench
+.PHONY: test deps vault hydra vet lint test-fuzz test-crash test-interop bench bench-sessions
 
 test: deps vault hydra vet
 	$(GO) test -count=1 -timeout 45m ./...
@@ -68,3 +69,9 @@ test-interop: deps
 BENCH_FLAGS ?=
 bench: deps
 	$(GO) run ./bench $(BENCH_FLAGS)
+
+# Many slow senders: 1000 sessions at once, each sending 1 MiB over 15 s,
+# to the built binary; prints the agent's peak RSS and open files.
+SESSIONS_FLAGS ?=
+bench-sessions:
+	$(GO) run ./bench sessions $(SESSIONS_FLAGS)

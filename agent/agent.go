@@ -104,14 +104,17 @@ func New(cfg *Config, src secrets.Source, opt Options) (*Agent, error) {
 	}
 
 	a.smtp, err = smtpd.New(smtpd.Options{
-		Hostname:        cfg.Hostname,
-		AllowedNetworks: cfg.Listen.Networks(),
-		MaxMessageBytes: cfg.Listen.MaxMessageBytes,
-		MaxRecipients:   cfg.Listen.MaxRecipients,
-		ReadTimeout:     cfg.Listen.ReadTimeout.Duration,
-		WriteTimeout:    cfg.Listen.WriteTimeout.Duration,
-		TLSConfig:       tlsConf,
-		Logger:          log.With("component", "smtpd"),
+		Hostname:             cfg.Hostname,
+		AllowedNetworks:      cfg.Listen.Networks(),
+		MaxMessageBytes:      cfg.Listen.MaxMessageBytes,
+		MaxRecipients:        cfg.Listen.MaxRecipients,
+		ReadTimeout:          cfg.Listen.ReadTimeout.Duration,
+		WriteTimeout:         cfg.Listen.WriteTimeout.Duration,
+		IdleTimeout:          cfg.Listen.IdleTimeout.Duration,
+		MaxSessions:          cfg.Listen.MaxSessions,
+		MaxSessionsPerClient: cfg.Listen.MaxSessionsPerClient,
+		TLSConfig:            tlsConf,
+		Logger:               log.With("component", "smtpd"),
 	}, a.queue)
 	if err != nil {
 		a.closeParts()

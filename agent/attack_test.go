@@ -78,6 +78,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
@@ -656,4 +659,112 @@ func dedupeKeys(lines []string) []string {
 	}
 	slices.Reverse(out)
 	return out
+}
+
+// TestSessionLimitsAndProbes: the [listen] session limits reach the
+// listener, and refusals and TCP probes show in the metrics. (The attack
+// scripts above play one connection each; these need several.)
+func TestSessionLimitsAndProbes(t *testing.T) {
+	r := startRig(t, rigOptions{listen: []string{"max_sessions = 3", "max_sessions_per_client = 2"}})
+	addr := r.agent.Addr().String()
+	greet := func(local string) (net.Conn, *bufio.Reader, string) {
+		t.Helper()
+		d := net.Dialer{Timeout: attackReadTimeout}
+		if local != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+		}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetReadDeadline(time.Now().Add(attackReadTimeout))
+		br := bufio.NewReader(c)
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the greeting: %v", err)
+		}
+		return c, br, strings.TrimRight(line, "\r\n")
+	}
+
+	// A TCP probe: connect, then reset.
+	probe, _, _ := greet("")
+	probe.(*net.TCPConn).SetLinger(0)
+	probe.Close()
+	waitFor(t, "the reset to be counted", func() bool {
+		return metricValue(t, r.agent.Registry(), "sealrelay_smtpd_connection_errors_total", "") == 1
+	})
+	waitFor(t, "the probe's session to end", func() bool { return r.agent.Listener().Stats().SessionsOpen == 0 })
+
+	first, firstR, g := greet("")
+	if !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("first session: %q", g)
+	}
+	if _, _, g = greet(""); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("second session: %q", g)
+	}
+	if _, _, g = greet(""); g != "421 4.7.0 too many sessions from your address, try again later" {
+		t.Fatalf("third session from the same client: %q", g)
+	}
+	open := 2
+	if canBindLoopback2() {
+		open++
+		if _, _, g = greet("127.0.0.2"); !strings.HasPrefix(g, "220 ") {
+			t.Fatalf("a session from another client: %q", g)
+		}
+		if _, _, g = greet("127.0.0.3"); g != "421 4.7.0 too many sessions, try again later" {
+			t.Fatalf("a fourth session: %q", g)
+		}
+	}
+	fmt.Fprintf(first, "QUIT\r\n")
+	if line, _ := firstR.ReadString('\n'); !strings.HasPrefix(line, "221 ") {
+		t.Fatalf("QUIT: %q", line)
+	}
+	waitFor(t, "the session to end", func() bool { return r.agent.Listener().Stats().SessionsOpen == open-1 })
+	if _, _, g = greet(""); !strings.HasPrefix(g, "220 ") {
+		t.Fatalf("a session after one ended: %q", g)
+	}
+
+	if got := metricValue(t, r.agent.Registry(), "sealrelay_smtpd_rejected_total", "max_sessions_per_client"); got != 1 {
+		t.Errorf("rejected{reason=max_sessions_per_client} = %v, want 1", got)
+	}
+	if w := filterLog(r.logs, "smtp server error"); w != "" {
+		t.Errorf("the probe was logged as a server error:\n%s", w)
+	}
+}
+
+// canBindLoopback2 reports whether 127.0.0.2 and 127.0.0.3 can be source
+// addresses here (Linux routes all of 127/8 to loopback).
+func canBindLoopback2() bool {
+	l, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// metricValue returns the value of the metric name (with label value
+// label, if not empty) from reg, or -1 if there is none.
+func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetValue() == label }) {
+				continue
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }

@@ -47,8 +47,12 @@ type ListenConfig struct {
 	MaxRecipients   int      `toml:"max_recipients"`    // default 100
 	TLSCert         string   `toml:"tls_cert"`          // PEM; enables STARTTLS with tls_key
 	TLSKey          string   `toml:"tls_key"`
-	ReadTimeout     Duration `toml:"read_timeout"`  // default 5m
-	WriteTimeout    Duration `toml:"write_timeout"` // default 5m
+	ReadTimeout     Duration `toml:"read_timeout"`  // each read, of a command or of a message; default 5m
+	WriteTimeout    Duration `toml:"write_timeout"` // each reply; default 5m
+	IdleTimeout     Duration `toml:"idle_timeout"`  // wait for the next command (capped by read_timeout); default 60s
+
+	MaxSessions          int `toml:"max_sessions"`            // open connections; 421 4.7.0 above it; default 100
+	MaxSessionsPerClient int `toml:"max_sessions_per_client"` // from one client IP; default 20
 
 	networks []netip.Prefix
 }
@@ -153,6 +157,10 @@ func Default() *Config {
 			MaxRecipients:   100,
 			ReadTimeout:     dur(5 * time.Minute),
 			WriteTimeout:    dur(5 * time.Minute),
+			IdleTimeout:     dur(time.Minute),
+
+			MaxSessions:          100,
+			MaxSessionsPerClient: 20,
 		},
 		Credentials: CredentialsConfig{
 			Source:   "age",
@@ -344,6 +352,15 @@ func (c *Config) validate() error {
 	}
 	if l.ReadTimeout.Duration <= 0 || l.WriteTimeout.Duration <= 0 {
 		return bad("listen.read_timeout", "read_timeout and write_timeout must be positive")
+	}
+	if l.IdleTimeout.Duration <= 0 {
+		return bad("listen.idle_timeout", "must be positive")
+	}
+	if l.MaxSessions <= 0 {
+		return bad("listen.max_sessions", "must be positive")
+	}
+	if l.MaxSessionsPerClient <= 0 {
+		return bad("listen.max_sessions_per_client", "must be positive")
 	}
 
 	if len(c.Relays) == 0 {

@@ -22,6 +22,8 @@ func (a *Agent) registry() *prometheus.Registry {
 	counter("smtpd_sessions_total", "Inbound SMTP connections accepted.", func() uint64 { return a.smtp.Stats().Sessions })
 	counter("smtpd_accepted_total", "Messages acknowledged with 250 (durable in the spool).", func() uint64 { return a.smtp.Stats().Accepted })
 	gauge("smtpd_sessions_open", "Inbound SMTP connections open now.", func() float64 { return float64(a.smtp.Stats().SessionsOpen) })
+	counter("smtpd_connection_errors_total", "Inbound sessions ended by a connection error (a reset), not by QUIT, EOF or a timeout.",
+		func() uint64 { return a.smtp.Stats().ConnectionErrors })
 	reg.MustRegister(&rejectedCollector{a: a, desc: prometheus.NewDesc("sealrelay_smtpd_rejected_total",
 		"Inbound commands or messages refused, by reason.", []string{"reason"}, nil)})
 

@@ -133,6 +133,18 @@ func leftovers(dir string) []string {
 	return out
 }
 
+// checkCleanedUp checks that no process runs from dir and that dir is
+// empty.
+func checkCleanedUp(t *testing.T, dir string) {
+	t.Helper()
+	if left := leftovers(dir); len(left) > 0 {
+		t.Errorf("processes left running: %v", left)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("state left in %s: %v", dir, ents)
+	}
+}
+
 // TestSmoke runs the whole harness once, tiny: every contender, one
 // workload, one round. It prints both tables and leaves nothing running.
 func TestSmoke(t *testing.T) {
@@ -151,12 +163,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if left := leftovers(dir); len(left) > 0 {
-		t.Errorf("processes left running: %v", left)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		t.Errorf("state left in %s: %v", dir, ents)
-	}
+	checkCleanedUp(t, dir)
 }
 
 // TestCancelCleansUp: cancelling a run (what SIGINT does) while Postfix and
@@ -177,12 +184,7 @@ func TestCancelCleansUp(t *testing.T) {
 	if err == nil {
 		t.Fatal("a cancelled benchmark returned no error")
 	}
-	if left := leftovers(dir); len(left) > 0 {
-		t.Errorf("processes left running after cancel: %v", left)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		t.Errorf("state left in %s after cancel: %v", dir, ents)
-	}
+	checkCleanedUp(t, dir)
 }
 
 type cancelOnWrite struct {
@@ -211,5 +213,34 @@ func TestMemOf(t *testing.T) {
 	}
 	if rss, pss := memOf([]int{1 << 30}); rss != 0 || pss != 0 {
 		t.Fatalf("memOf(no such process) = %d, %d; want 0, 0", rss, pss)
+	}
+}
+
+// TestSessionsSmoke runs the sessions benchmark tiny: every session is
+// accepted and delivered, the report has its figures, and nothing is left
+// running.
+func TestSessionsSmoke(t *testing.T) {
+	dir := stateDir(t)
+	var stdout, stderr bytes.Buffer
+	// 30 sessions: above the listener's default per-client limit (20), so
+	// the benchmark's own limits are what lets them in.
+	code := run([]string{"sessions", "-sessions", "30", "-size", "65536", "-over", "1s", "-dir", dir}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("bench sessions exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"- 30 sessions at once, each sending one 64 KiB message over 1s",
+		"- accepted (250): 30 of 30,", "delivered to the upstream: 30,",
+		"| RSS (VmHWM; sampled VmRSS) |", "| open files (/proc/PID/fd, sampled) |",
+		"Target: peak RSS under 128.0 MiB: met",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	checkCleanedUp(t, dir)
+	if code := run([]string{"sessions", "-sessions", "0"}, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage: go run ./bench sessions") {
+		t.Errorf("sessions -sessions 0 = %d, %q; want 2 and a usage message", code, stderr.String())
 	}
 }

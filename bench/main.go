@@ -33,6 +33,11 @@
 //
 //	go run ./bench [-rounds 3] [-workloads all|NAME,...] [-contenders direct,postfix,sealrelay]
 //	               [-messages N] [-bin PATH] [-dir DIR] [-keep] [-v]
+//	go run ./bench sessions [-sessions 1000] [-size 1048576] [-over 15s] [-bin PATH] [-dir DIR] [-keep] [-v]
+//
+// The second form is the sessions benchmark (sessions.go): many inbound
+// sessions each sending a large message slowly, and the agent's peak RSS
+// and open files.
 //
 // Workload names are SIZE-SESSIONSxPERCONN, e.g. 2KB-10x1 or 100KB-100x20.
 // -keep leaves each contender's directory (config, spool, Postfix's queue
@@ -50,12 +55,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sealrelay/sealrelay/internal/interop"
@@ -110,6 +113,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "sessions" {
+		return runSessionsCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	rounds := fs.Int("rounds", 3, "rounds; each runs every workload on every contender")
@@ -140,24 +146,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	// The first SIGINT or SIGTERM cancels the run; cleanup follows. Later
-	// ones are caught too, so that a second Ctrl-C cannot leave Postfix or
-	// sealrelay running.
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		for s := range sigs {
-			if ctx.Err() == nil {
-				fmt.Fprintf(stderr, "bench: %v: stopping and cleaning up\n", s)
-			} else {
-				fmt.Fprintln(stderr, "bench: still cleaning up, please wait")
-			}
-			cancel(fmt.Errorf("interrupted by %v", s))
-		}
-	}()
+	ctx, stop := signalContext(stderr)
+	defer stop()
 
 	if err := benchmark(ctx, opt, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "bench:", err)

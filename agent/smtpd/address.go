@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/net/idna"
 )
 
 // Address handling.
@@ -19,8 +20,8 @@ import (
 //
 // We check the rest: the address is printable ASCII (no NUL or other
 // control characters; non-ASCII needs SMTPUTF8, which we do not offer), it
-// has exactly one '@', and the domain is a dot-separated host name or an
-// address literal. A '%' in the local part ("user%host@relay") is not
+// has exactly one '@', and the domain is a dot-separated host name (whose
+// "xn--" labels must decode) or an address literal. A '%' in the local part ("user%host@relay") is not
 // interpreted: the address is relayed as it is, and only clients from the
 // allowed networks can send at all.
 
@@ -59,6 +60,9 @@ func normalizeAddress(addr string, rcpt bool) (string, *smtp.SMTPError) {
 	}
 	if !validDomain(domain) {
 		return "", bad("invalid domain in address")
+	}
+	if !validALabels(domain) {
+		return "", bad("invalid internationalized (xn--) label in address domain")
 	}
 	if !isDotString(local) {
 		local = quoteLocalPart(local)
@@ -135,6 +139,28 @@ func validDomain(d string) bool {
 			if !(isLetterDigit(c) || c == '-' || c == '_') {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+// validALabels reports whether every label of the host name d that starts
+// with the ACE prefix "xn--" is an A-label: Punycode that decodes to a
+// valid internationalized label (IDNA's lookup rules, UTS #46). "xn--",
+// "xn---" and other labels that do not decode are refused now: the relay
+// host would refuse them later, after we had acknowledged the message.
+// Address literals have no labels.
+func validALabels(d string) bool {
+	if strings.HasPrefix(d, "[") {
+		return true
+	}
+	for _, label := range strings.Split(d, ".") {
+		if len(label) < 4 || !strings.EqualFold(label[:4], "xn--") {
+			continue
+		}
+		u, err := idna.Lookup.ToUnicode(label)
+		if err != nil || u == "" {
+			return false
 		}
 	}
 	return true

@@ -15,9 +15,10 @@ import (
 
 // conn wraps every accepted connection, below go-smtp and below TLS. It
 // gives the connection an id and a client address, counts errors in a row,
-// turns an HTTP request line away before go-smtp sees it, and lets the
-// server end reads (on too many errors, or at shutdown) without racing
-// go-smtp's own writes.
+// turns an HTTP request line away before go-smtp sees it, counts idle
+// timeouts, gives go-smtp's replies to unknown MAIL/RCPT parameters their
+// RFC code, and lets the server end reads (on too many errors, or at
+// shutdown) without racing go-smtp's own writes.
 type conn struct {
 	net.Conn
 	srv  *Server
@@ -42,11 +43,7 @@ type conn struct {
 func newConn(c net.Conn, srv *Server) *conn {
 	var b [8]byte
 	rand.Read(b[:])
-	tc := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:])}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		tc.addr = ap.Addr().Unmap()
-	}
-	return tc
+	return &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c)}
 }
 
 // httpMethods are the request lines refused as the first line, followed by
@@ -77,7 +74,56 @@ func (c *conn) Read(p []byte) (int, error) {
 	if !c.firstLineDone {
 		return c.readFirstLine(p)
 	}
-	return c.Conn.Read(p)
+	return c.read(p)
+}
+
+// read reads from the connection. A timeout outside a message is an idle
+// session: it is counted, and every later Read fails with it. (A reader
+// given part of a line before the timeout may still act on that part as
+// a command, as bufio.Reader.ReadLine does; the session then answers its
+// MAIL, RCPT or DATA with errIdle, and go-smtp answers the next read's
+// timeout with 421 4.4.2 and closes.)
+func (c *conn) read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() && c.stopReads.Load() == nil {
+		c.mu.Lock()
+		idle := c.inData == 0
+		c.mu.Unlock()
+		if idle {
+			c.srv.reject(ReasonIdle)
+			c.srv.log.Info("session idle, closing connection", "session", c.id, "client", c.addr.String())
+			c.stop(err)
+		}
+	}
+	return n, err
+}
+
+// paramReplies maps go-smtp's replies to MAIL FROM and RCPT TO parameters
+// it does not know or does not implement (500 and 504) to RFC 5321's code
+// for them, 555 (section 4.1.1.11). Each reply is one Write. Inside TLS
+// the writes are encrypted and pass unchanged.
+var paramReplies = func() map[string]string {
+	m := map[string]string{
+		"500 5.5.4 Unknown MAIL FROM argument\r\n": "555 5.5.4 MAIL FROM parameter not recognized\r\n",
+		"500 5.5.4 Unknown RCPT TO argument\r\n":   "555 5.5.4 RCPT TO parameter not recognized\r\n",
+	}
+	for _, ext := range []string{"SMTPUTF8", "REQUIRETLS", "BINARYMIME", "RET", "ENVID",
+		"NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
+		m["504 5.5.4 "+ext+" is not implemented\r\n"] = "555 5.5.4 " + ext + " is not implemented\r\n"
+	}
+	return m
+}()
+
+func (c *conn) Write(p []byte) (int, error) {
+	if len(p) > 0 && p[0] == '5' {
+		if r, ok := paramReplies[string(p)]; ok {
+			if _, err := io.WriteString(c.Conn, r); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 // readFirstLine reads until it has the first line or enough of it to tell
@@ -85,7 +131,7 @@ func (c *conn) Read(p []byte) (int, error) {
 func (c *conn) readFirstLine(p []byte) (int, error) {
 	for len(c.firstLine) < maxMethodLen && bytes.IndexByte(c.firstLine, '\n') < 0 {
 		var buf [512]byte
-		n, err := c.Conn.Read(buf[:])
+		n, err := c.read(buf[:])
 		c.firstLine = append(c.firstLine, buf[:n]...)
 		if err != nil {
 			if len(c.firstLine) > 0 && !isHTTPRequest(c.firstLine) {
@@ -97,7 +143,7 @@ func (c *conn) readFirstLine(p []byte) (int, error) {
 	if isHTTPRequest(c.firstLine) {
 		c.srv.reject(ReasonHTTP)
 		c.srv.log.Warn("http request on smtp port, closing connection", "session", c.id, "client", c.addr.String())
-		c.writeNow("221 2.7.0 this is an SMTP server, not a web server; closing connection\r\n")
+		c.writeNow("554 5.7.0 this is an SMTP server, not a web server; closing connection\r\n")
 		c.stop(io.EOF)
 		return 0, io.EOF
 	}
@@ -195,8 +241,12 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		c := newConn(nc, l.srv)
 		allowed := l.srv.allowed(c.addr)
-		if !l.srv.track(c, !allowed) {
-			nc.Close() // shutting down
+		if reason, ok := l.srv.track(c, !allowed); !ok {
+			if reason == "" {
+				nc.Close() // shutting down
+			} else {
+				refuse(nc, reason)
+			}
 			continue
 		}
 		if allowed {

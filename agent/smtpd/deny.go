@@ -20,8 +20,9 @@ import (
 //	anything else                             500 5.5.2
 //
 // Every refusal counts towards MaxErrors (and nothing resets the count:
-// this client can do nothing useful); the timeouts and the line-length
-// limit are those of go-smtp sessions.
+// this client can do nothing useful); the timeouts (the wait for a
+// command, the reads of a BDAT chunk) and the line-length limit are those
+// of go-smtp sessions.
 func (s *Server) serveDenied(c *conn) {
 	defer s.denied.Done()
 	defer c.Close()
@@ -38,7 +39,7 @@ func (s *Server) serveDenied(c *conn) {
 		return
 	}
 	for {
-		c.SetReadDeadline(time.Now().Add(s.opt.ReadTimeout))
+		c.SetReadDeadline(time.Now().Add(s.opt.commandTimeout()))
 		line, err := r.ReadSlice('\n')
 		if err != nil {
 			var ne net.Error

@@ -39,6 +39,9 @@ func (q *checkQueue) Put(ctx context.Context, from string, to []string, body io.
 		if strings.ContainsFunc(a, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
 			problems = append(problems, fmt.Sprintf("control or non-ASCII character in address %q", a))
 		}
+		if i := strings.LastIndexByte(a, '@'); i >= 0 && !validALabels(a[i+1:]) {
+			problems = append(problems, fmt.Sprintf("invalid xn-- label in address %q", a))
+		}
 	}
 	if len(problems) > 0 {
 		q.mu.Lock()
@@ -58,7 +61,7 @@ func (q *checkQueue) problems() []string {
 // FuzzSession feeds raw client bytes to a real listener over loopback and
 // checks that the server never panics, always ends the session, and never
 // queues a message with a bare CR or LF (or without its Received header,
-// or with a control character in an address).
+// or with a control character or an invalid xn-- label in an address).
 func FuzzSession(f *testing.F) {
 	q := &checkQueue{}
 	panics := &panicLog{}

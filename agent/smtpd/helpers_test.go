@@ -125,6 +125,15 @@ func dial(t testing.TB, addr string) *client {
 // the greeting.
 func dialFrom(t testing.TB, addr, local string) *client {
 	t.Helper()
+	c := connect(t, addr, local)
+	c.expect(220, "")
+	return c
+}
+
+// connect connects from the local address local ("" for any) and reads
+// nothing.
+func connect(t testing.TB, addr, local string) *client {
+	t.Helper()
 	d := net.Dialer{Timeout: 10 * time.Second}
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
@@ -137,8 +146,20 @@ func dialFrom(t testing.TB, addr, local string) *client {
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	c := &client{t: t, conn: conn, tp: textproto.NewConn(conn)}
 	t.Cleanup(func() { conn.Close() })
-	c.expect(220, "")
 	return c
+}
+
+// waitUntil polls cond until it holds; it fails the test after a generous
+// bound (a bound on a hang, not a timing assertion).
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // reply reads one (possibly multi-line) reply.

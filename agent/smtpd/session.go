@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,8 @@ var (
 		Message: "too many errors, closing connection"}
 	errShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
 		Message: "service shutting down, closing connection"}
+	errIdle = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		Message: "idle timeout, closing connection"}
 	errBadHelo = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4},
 		Message: "invalid HELO/EHLO name"}
 	errTooManyRcpts = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3},
@@ -96,10 +99,17 @@ func (s *session) fail(r Reason, e *smtp.SMTPError) error {
 // when the session was told to end.
 func (s *session) closing() error {
 	if e := s.tc.stopReads.Load(); e != nil {
-		if *e == io.EOF {
+		switch *e {
+		case io.EOF:
 			return errTooManyErrors
+		case os.ErrDeadlineExceeded:
+			return errShuttingDown
 		}
-		return errShuttingDown
+		// The read timeout conn.read recorded: this reply is the last,
+		// and go-smtp's next read ends the session without another.
+		eof := io.EOF
+		s.tc.stopReads.Store(&eof)
+		return errIdle
 	}
 	return nil
 }

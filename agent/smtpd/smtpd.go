@@ -18,10 +18,24 @@
 //     452 4.5.3 to the excess recipients; the session goes on. Read and
 //     write timeouts are always set (go-smtp's defaults are unlimited); in
 //     DATA the read timeout applies to each read, not to the whole message.
+//   - Sessions are capped before go-smtp spends anything on them: above
+//     MaxSessions open connections, or MaxSessionsPerClient from one client
+//     address, a new connection gets 421 4.7.0 and is closed at once.
+//     Refused connections from outside AllowedNetworks count too.
+//   - A session that sends no command for IdleTimeout (or ReadTimeout, if
+//     shorter) is closed with 421 4.4.2. The whole command line must
+//     arrive within that time, so dripping one byte at a time does not
+//     keep a session open.
+//   - A client that resets its connection (a TCP probe) is counted in
+//     Stats.ConnectionErrors and logged at debug level, not as a warning.
+//   - Unknown MAIL FROM and RCPT TO parameters answer 555 5.5.4 (RFC 5321
+//     section 4.1.1.11) in plaintext sessions; go-smtp answers them itself
+//     with 500 5.5.4, and inside TLS its reply cannot be rewritten.
 //   - MaxErrors errors in a row close the session with 421 4.7.0. (go-smtp
 //     itself also closes a session after its fourth unparsable command,
 //     with 500 5.5.1.)
-//   - An HTTP request line as the first line closes the connection at once.
+//   - An HTTP request line as the first line is answered 554 5.7.0 and the
+//     connection closed at once.
 //   - The stored message is the client's bytes, dot-unstuffed, with a
 //     Received header prepended.
 //   - go-smtp's Debug writer, which would copy raw traffic, is never set.
@@ -61,7 +75,11 @@ const (
 	DefaultMaxMessageBytes = 36700160 // 35 MiB
 	DefaultMaxRecipients   = 100
 	DefaultTimeout         = 5 * time.Minute
+	DefaultIdleTimeout     = time.Minute
 	DefaultMaxErrors       = 10
+
+	DefaultMaxSessions          = 100
+	DefaultMaxSessionsPerClient = 20
 )
 
 // maxLineLength is the longest command or message line accepted, CRLF
@@ -87,10 +105,22 @@ type Options struct {
 	MaxMessageBytes int64
 	// MaxRecipients per message. Default DefaultMaxRecipients.
 	MaxRecipients int
-	// ReadTimeout is how long the server waits for a command line, or for
-	// each read of a message. WriteTimeout bounds each reply. Default
-	// DefaultTimeout each.
+	// ReadTimeout bounds each read: of a command line, or of a piece of a
+	// message, so a slow client that keeps sending a message is not cut
+	// off. WriteTimeout bounds each reply. Default DefaultTimeout each.
 	ReadTimeout, WriteTimeout time.Duration
+	// IdleTimeout is how long the server waits for the next command line,
+	// whole; a session that sends nothing for that long is closed with
+	// 421 4.4.2. The wait for a command is the shorter of IdleTimeout and
+	// ReadTimeout. Default DefaultIdleTimeout (RFC 5321 section 4.5.3.2
+	// suggests 5 minutes between commands for mail exchangers on the
+	// internet; local applications send their commands at once).
+	IdleTimeout time.Duration
+	// MaxSessions is how many connections may be open at once, and
+	// MaxSessionsPerClient how many from one client IP address; above
+	// either, a new connection is answered 421 4.7.0 and closed. Defaults
+	// DefaultMaxSessions and DefaultMaxSessionsPerClient.
+	MaxSessions, MaxSessionsPerClient int
 	// TLSConfig, if set, enables STARTTLS (see LoadTLS).
 	TLSConfig *tls.Config
 	// MaxErrors is how many errors in a row close a session. Default
@@ -116,17 +146,26 @@ const (
 	ReasonTooManyErrors  Reason = "too_many_errors"  // a session closed after MaxErrors errors
 	ReasonHTTP           Reason = "http"             // an HTTP request on the SMTP port
 	ReasonReadError      Reason = "read_error"       // the client stalled or vanished in DATA
+	ReasonIdle           Reason = "idle"             // a session closed after IdleTimeout without a command
+	ReasonMaxSessions    Reason = "max_sessions"     // a connection refused above MaxSessions
+	ReasonMaxPerClient   Reason = "max_sessions_per_client"
 )
 
 // Stats is a snapshot of the listener's counters. Rejected counts the
 // refusals this package decides; go-smtp's own syntax and sequence errors,
-// and its SIZE= and BDAT size refusals, are not counted. ReasonNetwork
-// counts connections, the other reasons count replies.
+// and its SIZE= and BDAT size refusals, are not counted (nor its replies
+// to unknown parameters, which the connection rewrites to 555).
+// ReasonNetwork, ReasonMaxSessions and ReasonMaxPerClient count
+// connections, ReasonIdle sessions, the other reasons count replies.
 type Stats struct {
 	Accepted     uint64            // messages queued and acknowledged with 250
 	Rejected     map[Reason]uint64 // refusals by reason
-	Sessions     uint64            // connections accepted since start
+	Sessions     uint64            // connections accepted since start (not those refused with 421 4.7.0)
 	SessionsOpen int               // connections open now
+	// ConnectionErrors counts sessions that ended on a connection error
+	// rather than QUIT, EOF or a timeout: typically a client (or a TCP
+	// probe) that reset the connection.
+	ConnectionErrors uint64
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -145,12 +184,15 @@ type Server struct {
 
 	accepted atomic.Uint64
 	sessions atomic.Uint64
+	connErrs atomic.Uint64
 
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	closed   bool
-	rejected map[Reason]uint64
-	denied   sync.WaitGroup // serveDenied goroutines
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	perClient map[netip.Addr]*clientCount // open connections by client address
+	atLimit   bool                        // MaxSessions reached (and logged) since the count was last below it
+	closed    bool
+	rejected  map[Reason]uint64
+	denied    sync.WaitGroup // serveDenied goroutines
 }
 
 // New returns a Server that queues accepted messages in q.
@@ -190,7 +232,10 @@ func New(opt Options, q Queue) (*Server, error) {
 		{"max recipients", int64(opt.MaxRecipients)},
 		{"read timeout", int64(opt.ReadTimeout)},
 		{"write timeout", int64(opt.WriteTimeout)},
+		{"idle timeout", int64(opt.IdleTimeout)},
 		{"max errors", int64(opt.MaxErrors)},
+		{"max sessions", int64(opt.MaxSessions)},
+		{"max sessions per client", int64(opt.MaxSessionsPerClient)},
 	} {
 		if f.v < 0 {
 			return nil, fmt.Errorf("smtpd: %s is negative", f.name)
@@ -208,8 +253,17 @@ func New(opt Options, q Queue) (*Server, error) {
 	if opt.WriteTimeout == 0 {
 		opt.WriteTimeout = DefaultTimeout
 	}
+	if opt.IdleTimeout == 0 {
+		opt.IdleTimeout = DefaultIdleTimeout
+	}
 	if opt.MaxErrors == 0 {
 		opt.MaxErrors = DefaultMaxErrors
+	}
+	if opt.MaxSessions == 0 {
+		opt.MaxSessions = DefaultMaxSessions
+	}
+	if opt.MaxSessionsPerClient == 0 {
+		opt.MaxSessionsPerClient = DefaultMaxSessionsPerClient
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -222,11 +276,12 @@ func New(opt Options, q Queue) (*Server, error) {
 	}
 
 	s := &Server{
-		opt:      opt,
-		q:        q,
-		log:      opt.Logger,
-		conns:    make(map[*conn]struct{}),
-		rejected: make(map[Reason]uint64),
+		opt:       opt,
+		q:         q,
+		log:       opt.Logger,
+		conns:     make(map[*conn]struct{}),
+		perClient: make(map[netip.Addr]*clientCount),
+		rejected:  make(map[Reason]uint64),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
@@ -235,10 +290,10 @@ func New(opt Options, q Queue) (*Server, error) {
 	srv.MaxMessageBytes = opt.MaxMessageBytes
 	srv.MaxRecipients = 0 // the session enforces it, so that refusals are counted
 	srv.MaxLineLength = maxLineLength
-	srv.ReadTimeout = opt.ReadTimeout
+	srv.ReadTimeout = opt.commandTimeout() // go-smtp sets it before each command line
 	srv.WriteTimeout = opt.WriteTimeout
 	srv.TLSConfig = opt.TLSConfig
-	srv.ErrorLog = errorLog{opt.Logger}
+	srv.ErrorLog = errorLog{s}
 	srv.Debug = nil // never: it would copy raw traffic
 	s.smtp = srv
 	return s, nil
@@ -304,10 +359,11 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{
-		Accepted:     s.accepted.Load(),
-		Sessions:     s.sessions.Load(),
-		SessionsOpen: len(s.conns),
-		Rejected:     make(map[Reason]uint64, len(s.rejected)),
+		Accepted:         s.accepted.Load(),
+		Sessions:         s.sessions.Load(),
+		SessionsOpen:     len(s.conns),
+		Rejected:         make(map[Reason]uint64, len(s.rejected)),
+		ConnectionErrors: s.connErrs.Load(),
 	}
 	for r, n := range s.rejected {
 		st.Rejected[r] = n
@@ -333,37 +389,27 @@ func (s *Server) allowed(a netip.Addr) bool {
 	return false
 }
 
-// track registers a new connection; it returns false after Shutdown.
-func (s *Server) track(c *conn, denied bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	s.sessions.Add(1)
-	if denied {
-		s.denied.Add(1)
-	}
-	return true
-}
+// goSMTPConnError is the format go-smtp's Serve logs a session with when
+// the session ended on an error: a connection error, never a server fault
+// (the client reset the connection, or broke TLS).
+const goSMTPConnError = "error handling %v: %s"
 
-func (s *Server) untrack(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-}
-
-// errorLog sends go-smtp's internal error log (connection errors, and
-// panics it recovered from) to the injected logger.
-type errorLog struct{ log *slog.Logger }
+// errorLog sends go-smtp's internal error log to the injected logger:
+// connection errors at debug level (they are counted in Stats), anything
+// else (accept errors, panics it recovered from) as a warning.
+type errorLog struct{ s *Server }
 
 func (e errorLog) Printf(format string, v ...any) {
-	e.log.Warn("smtp server error", "detail", fmt.Sprintf(format, v...))
+	if format == goSMTPConnError && len(v) == 2 {
+		e.s.log.Debug("client connection error", "client", fmt.Sprint(v[0]), "err", fmt.Sprint(v[1]))
+		e.s.connErrs.Add(1)
+		return
+	}
+	e.s.log.Warn("smtp server error", "detail", fmt.Sprintf(format, v...))
 }
 
 func (e errorLog) Println(v ...any) {
-	e.log.Warn("smtp server error", "detail", fmt.Sprint(v...))
+	e.s.log.Warn("smtp server error", "detail", fmt.Sprint(v...))
 }
 
 // LoadTLS loads a PEM certificate chain and its private key for STARTTLS.

@@ -85,6 +85,17 @@ func TestNormalizeAddress(t *testing.T) {
 		{"a\x00@example.org", "", "501 5.1.3 control character in address"},
 		{"a\x7f@example.org", "", "501 5.1.3 control character in address"},
 		{"ü@example.org", "", "553 5.6.7 non-ASCII address requires SMTPUTF8, which this server does not offer"},
+		{"a@münchen.example", "", "553 5.6.7 non-ASCII address requires SMTPUTF8, which this server does not offer"},
+		{"a@xn--mnchen-3ya.example", "a@xn--mnchen-3ya.example", ""},
+		{"a@xn--bcher-kva.xn--nxasmq6b", "a@xn--bcher-kva.xn--nxasmq6b", ""},
+		{"a@xn--", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
+		{"a@xn---", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
+		{"a@Xn--.example", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
+		{"a@xn--a.example", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},    // decodes to U+0080
+		{"a@xn--abc-.example", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"}, // decodes to ASCII
+		{"a@xn--mnchen-3ya_x.example", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
+		{"a@[xn--]", "", "501 5.1.3 invalid domain in address"},
+		{"a@xnx--.example", "a@xnx--.example", ""}, // not the ACE prefix
 	} {
 		out, e := normalizeAddress(tc.in, true)
 		got := ""

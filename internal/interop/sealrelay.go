@@ -50,6 +50,9 @@ type Options struct {
 	Listen string
 	// MaxConnections is the relay's max_connections; 0 keeps the default.
 	MaxConnections int
+	// ListenExtra is added to the [listen] table verbatim (more keys, one
+	// per line).
+	ListenExtra string
 	// Extra is appended to sealrelay.toml verbatim (more tables).
 	Extra string
 }
@@ -108,7 +111,7 @@ data_dir = %q
 
 [listen]
 address = %q
-
+%s
 [[relay]]
 name = "upstream"
 address = %q
@@ -122,7 +125,7 @@ server_name = %q
 source = "age"
 identity = %q
 file = %q
-%s`, filepath.Join(dir, "data"), o.Listen, o.Relay, o.Auth, CredentialName, caFile, o.ServerName, maxConns,
+%s`, filepath.Join(dir, "data"), o.Listen, o.ListenExtra, o.Relay, o.Auth, CredentialName, caFile, o.ServerName, maxConns,
 		identity, creds, o.Extra)
 	if err := os.WriteFile(s.Config, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("interop: %w", err)
