@@ -94,7 +94,7 @@ type conn struct {
 	idleSince time.Time
 	broken    bool // unusable: close, never reuse
 	// inTransaction: MAIL was accepted and no reply to the data ended the
-	// transaction; RSET is needed before the next MAIL.
+	// transaction; the connection is not pooled again.
 	inTransaction bool
 }
 

@@ -145,7 +145,7 @@ type Stats struct {
 	ConnectionsOpened uint64 // connections ready for mail
 	ConnectionsReused uint64 // pooled connections taken for another message
 	StaleClosed       uint64 // pooled connections closed: their credential rotated
-	BrokenReplaced    uint64 // pooled connections that failed RSET and were replaced
+	BrokenReplaced    uint64 // pooled connections found closed, or refusing MAIL with a 5xx, and replaced
 	IdleClosed        uint64 // pooled connections closed after IdleTimeout
 }
 
