@@ -12,7 +12,9 @@
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
 //     Temporary result, never a Permanent one;
-//   - no error, log line or result holds a password or a SASL payload.
+//   - no error, log line or result holds a password or a SASL payload: the
+//     text of a relay's reply to AUTH, which may quote the payload, is
+//     replaced by a fixed description of its code.
 package deliver
 
 import (

@@ -160,3 +160,36 @@ func TestConnectionLevel5xxNeverBounces(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthReplyEchoIsWithheld: a relay that quotes the SASL payload in its
+// refusal (PLAIN or LOGIN, base64 and decoded) gets its code and enhanced
+// code reported, never its text: not in the result, the log or Check.
+func TestAuthReplyEchoIsWithheld(t *testing.T) {
+	for _, mech := range []string{"PLAIN", "LOGIN"} {
+		t.Run(mech, func(t *testing.T) {
+			u := startUpstream(t, upstream.Config{
+				Accounts: map[string]string{testUser: "something else"},
+				Behavior: upstream.Behavior{EchoAuth: true},
+			})
+			r := relayTo(u, AuthRequired)
+			r.Mechanisms = []string{mech}
+			h := newDeliverer(t, newCreds(testPass), r)
+			res := h.d.Deliver(context.Background(), message("a@example.net"))
+			if statuses(res) != "temporary" {
+				t.Fatalf("status %s", statuses(res))
+			}
+			want := "AUTH: " + mech + " as " + testUser + " rejected: 535 5.7.8 authentication credentials invalid (relay's text withheld)"
+			if !strings.Contains(res[0].Err.Error(), want) {
+				t.Errorf("error = %v, want it to contain %q", res[0].Err, want)
+			}
+			var checked []string
+			for _, c := range h.d.Check(context.Background()) {
+				checked = append(checked, c.String(), fmt.Sprintf("%+v", c))
+			}
+			assertNoSecrets(t, h, res, checked...)
+			if strings.Contains(h.logs.String()+res[0].Err.Error()+strings.Join(checked, ""), "for AUTH") {
+				t.Error("the relay's text came through")
+			}
+		})
+	}
+}
