@@ -32,6 +32,7 @@ func cmdServe(e *env, args []string) error {
 		return err
 	}
 	log := newLogger(cfg, e.stderr)
+	warnInsecure(cfg, log)
 	src, err := openSource(cfg, log)
 	if err != nil {
 		return err
