@@ -5,12 +5,6 @@
 # tests and the benchmark (internal/postfixtest runs private instances).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix and SASL.
-#
-# OpenSMTPD (a strict relay host for internal/opensmtpdtest) conflicts with
-# Postfix as a Debian package, so it is never installed: its package is
-# downloaded and unpacked into the cache, and the users its daemon drops to
-# are created, as its postinst would. Its libraries are installed.
-# SEALRELAY_WITH_OPENSMTPD=0 skips it.
 set -euo pipefail
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -22,6 +16,11 @@ if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
     installed "$p" || want+=("$p")
   done
 fi
+# OpenSMTPD (a strict relay host, internal/opensmtpdtest) conflicts with
+# Postfix as a Debian package, so it is never installed: its libraries are,
+# its package is downloaded and unpacked into the cache, and the users its
+# daemon drops to are created, as its postinst would.
+# SEALRELAY_WITH_OPENSMTPD=0 skips it.
 opensmtpd=${SEALRELAY_WITH_OPENSMTPD:-1}
 if [ "$opensmtpd" = 1 ]; then
   for p in libevent-2.1-7 libdb5.3; do
@@ -40,8 +39,8 @@ if [ ${#want[@]} -gt 0 ]; then
   # the tests run private instances of their own.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections 2>/dev/null || true
   $sudo apt-get update -qq >/dev/null
-  updated=1
   $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  updated=1
 fi
 
 [ "$opensmtpd" = 1 ] || exit 0

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sealrelay/sealrelay/internal/cachedir"
 	"github.com/sealrelay/sealrelay/internal/logbuf"
 )
 
@@ -44,21 +45,7 @@ const Version = "6.8.0p2"
 const InstallHint = "make test unpacks Debian's opensmtpd package into the cache and creates its users (tools/deps.sh); run it as root"
 
 // Root returns where tools/deps.sh unpacks the package.
-func Root() string {
-	dir := os.Getenv("SEALRELAY_CACHE")
-	if dir == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return ""
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		dir = filepath.Join(base, "sealrelay")
-	}
-	return filepath.Join(dir, "opensmtpd-"+Version)
-}
+func Root() string { return cachedir.Path("opensmtpd-" + Version) }
 
 // smtpd is the daemon in the unpacked package.
 func smtpd() string { return filepath.Join(Root(), "usr", "sbin", "smtpd") }
