@@ -18,11 +18,11 @@ import (
 // loopbackHosts names what counts as loopback, for messages.
 const loopbackHosts = "127.0.0.0/8, ::1, localhost"
 
-// IsLoopbackHost reports whether host (a name or an address, as in
+// isLoopbackHost reports whether host (a name or an address, as in
 // host:port) is on loopback: an address in 127.0.0.0/8 or ::1 (also
 // IPv4-mapped), or the name "localhost". Other names are not, whatever
 // they resolve to today.
-func IsLoopbackHost(host string) bool {
+func isLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
@@ -50,7 +50,7 @@ func (c *Config) InsecureSettings() []InsecureSetting {
 	v := &c.Credentials.Vault
 	if c.Credentials.Source == "vault" && v.InsecureHTTP {
 		for _, a := range v.Addresses {
-			if host, ok := httpHost(a); ok && !IsLoopbackHost(host) {
+			if host, ok := httpHost(a); ok && !isLoopbackHost(host) {
 				out = append(out, InsecureSetting{*c.errAt(vaultKey("insecure_http", -1),
 					"Vault at %s is reached without TLS: the token and the credentials cross the network in clear", a)})
 			}
@@ -68,9 +68,9 @@ func (c *Config) validateInsecure() error {
 		switch {
 		case r.InsecurePlaintextAuthToRemote && !r.AllowPlaintextAuth:
 			return c.errAt(relayKey(i, "insecure_plaintext_auth_to_remote"), "has no effect without allow_plaintext_auth = true")
-		case r.InsecurePlaintextAuthToRemote && IsLoopbackHost(host):
+		case r.InsecurePlaintextAuthToRemote && isLoopbackHost(host):
 			return c.errAt(relayKey(i, "insecure_plaintext_auth_to_remote"), "has no effect: the relay is on loopback")
-		case r.AllowPlaintextAuth && !r.InsecurePlaintextAuthToRemote && !IsLoopbackHost(host):
+		case r.AllowPlaintextAuth && !r.InsecurePlaintextAuthToRemote && !isLoopbackHost(host):
 			return c.errAt(relayKey(i, "allow_plaintext_auth"),
 				"AUTH without TLS is allowed only to a loopback relay (%s), not %q; "+
 					"set insecure_plaintext_auth_to_remote = true to send the password in clear to it anyway", loopbackHosts, host)
@@ -84,7 +84,7 @@ func (c *Config) validateInsecure() error {
 	remote := false
 	for i, a := range v.Addresses {
 		host, ok := httpHost(a)
-		if !ok || IsLoopbackHost(host) {
+		if !ok || isLoopbackHost(host) {
 			continue
 		}
 		remote = true

@@ -89,6 +89,13 @@ insecure_http = true
 			_, _, errs := runCLI(t, "check", "-c", cfg)
 			assertWarned("check", errs)
 
+			if strings.Contains(tc.key, "vault") {
+				_, _, errs := runCLI(t, "creds", "list", "--vault", "-c", cfg)
+				if w := "sealrelay: warning: " + cfg + ":" + fmt.Sprint(line) + ": " + tc.key + ": " + strings.ReplaceAll(tc.warning, `\"`, `"`); !strings.Contains(errs, w) {
+					t.Errorf("creds list --vault did not warn with %q:\n%s", w, errs)
+				}
+			}
+
 			for range 2 { // every start
 				p := startProcess(t, cfg)
 				p.cmd.Process.Signal(syscall.SIGTERM)
