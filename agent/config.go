@@ -26,6 +26,7 @@ const maxConfigFile = 1 << 20
 // written next to its field.
 type Config struct {
 	File string `toml:"-"` // the file it was loaded from, for errors
+	raw  []byte // its content, to find the line of a key in errors
 
 	Hostname       string `toml:"hostname"`        // EHLO name; default os.Hostname()
 	DataDir        string `toml:"data_dir"`        // spool under DataDir/spool; default /var/lib/sealrelay
@@ -76,6 +77,10 @@ type RelayConfig struct {
 	IdleTimeout        Duration `toml:"idle_timeout"`         // pooled connection idle limit; default 30s
 	ConnectTimeout     Duration `toml:"connect_timeout"`      // default 30s
 	CommandTimeout     Duration `toml:"command_timeout"`      // default 5m
+
+	// InsecurePlaintextAuthToRemote lets allow_plaintext_auth send the
+	// password in clear to a relay that is not on loopback; default false.
+	InsecurePlaintextAuthToRemote bool `toml:"insecure_plaintext_auth_to_remote"`
 }
 
 // CredentialsConfig is the [credentials] table.
@@ -106,6 +111,11 @@ type VaultConfig struct {
 	PollInterval    Duration `toml:"poll_interval"` // default 30s
 	Sealed          bool     `toml:"sealed"`        // passwords are age-sealed to the recipient list
 	Timeout         Duration `toml:"timeout"`       // per request; default 10s
+	// InsecureHTTP allows an http:// address to a Vault that is not on
+	// loopback (the token crosses the network in clear); default false.
+	InsecureHTTP bool `toml:"insecure_http"`
+
+	addrFromEnv bool // Addresses is VAULT_ADDR
 }
 
 // QueueConfig is the [queue] table.
@@ -235,7 +245,7 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxConfigFile)}
 	}
 	c := Default()
-	c.File = file
+	c.File, c.raw = file, data
 	// Relays are decoded raw first, so that each gets its defaults before
 	// its own keys are applied.
 	var raw struct {
@@ -433,7 +443,7 @@ func (c *Config) validate() error {
 		}
 		if len(v.Addresses) == 0 {
 			if env := os.Getenv("VAULT_ADDR"); env != "" {
-				v.Addresses = []string{env}
+				v.Addresses, v.addrFromEnv = []string{env}, true
 			} else {
 				return bad("credentials.vault.address", "must be set (or VAULT_ADDR) for source = \"vault\"")
 			}
@@ -459,6 +469,9 @@ func (c *Config) validate() error {
 		}
 	default:
 		return bad("credentials.source", "must be age or vault, not %q", cr.Source)
+	}
+	if err := c.validateInsecure(); err != nil {
+		return err
 	}
 
 	q := &c.Queue

@@ -54,23 +54,6 @@ func (id *Identity) String() string {
 // GoString is the same as String.
 func (id *Identity) GoString() string { return id.String() }
 
-// PermissionError reports a file holding a secret (an identity, a Vault
-// token...) that group or others may read or write.
-type PermissionError struct {
-	What string // "identity file", "vault token file"...
-	Path string
-	Mode fs.FileMode
-}
-
-func (e *PermissionError) Error() string {
-	return fmt.Sprintf("%s %s is accessible by group or others (mode %04o); refusing to use it", e.What, e.Path, e.Mode.Perm())
-}
-
-// Hint tells how to fix the mode.
-func (e *PermissionError) Hint() string {
-	return fmt.Sprintf("make it readable by its owner only: chmod 600 %s", e.Path)
-}
-
 // Generate returns a new identity in the format age-keygen writes (comment
 // lines, then the secret key) and its public key. With pq it makes a hybrid
 // post-quantum key (age1pq1...).
@@ -124,34 +107,6 @@ func WriteNew(path string, pq bool) (string, error) {
 		return "", fmt.Errorf("writing identity file %s: %w", path, werr)
 	}
 	return pub, nil
-}
-
-// Private is the mode mask OpenSecret refuses for files only their owner
-// may read, as ssh does for private keys.
-const Private fs.FileMode = 0o077
-
-// OpenSecret opens a regular file that holds a secret; what names it in
-// errors ("identity file"). It refuses, with a *PermissionError, a file
-// whose mode has any of the bits in forbidden (Private, normally).
-func OpenSecret(path, what string, forbidden fs.FileMode) (*os.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", what, err)
-	}
-	fi, err := f.Stat()
-	switch {
-	case err != nil:
-		err = fmt.Errorf("%s %s: %w", what, path, err)
-	case !fi.Mode().IsRegular():
-		err = fmt.Errorf("%s %s is not a regular file", what, path)
-	case fi.Mode().Perm()&forbidden != 0:
-		err = &PermissionError{What: what, Path: path, Mode: fi.Mode()}
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 // Load reads an identity file. It refuses a file whose mode lets group or

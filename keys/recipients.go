@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"unicode/utf8"
 
@@ -73,11 +72,14 @@ func (l *RecipientList) Contains(publicKey string) bool {
 	return false
 }
 
-// LoadRecipients reads a recipient list file.
+// LoadRecipients reads a recipient list file. Whoever can write the list
+// decides who can read what is sealed to it, so a list, or a directory
+// above it, that a user other than this one and root can write is refused
+// (OpenSecret with NotWritable).
 func LoadRecipients(path string) (*RecipientList, error) {
-	f, err := os.Open(path)
+	f, err := OpenSecret(path, "recipient list", NotWritable)
 	if err != nil {
-		return nil, fmt.Errorf("opening recipient list: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	return ParseRecipients(f, path)

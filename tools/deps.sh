@@ -20,15 +20,56 @@ if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
     installed "$p" || want+=("$p")
   done
 fi
-[ ${#want[@]} -eq 0 ] && exit 0
+# OpenSMTPD (a strict relay host, internal/opensmtpdtest) conflicts with
+# Postfix as a Debian package, so it is never installed: its libraries are,
+# its package is downloaded and unpacked into the cache, and the users its
+# daemon drops to are created, as its postinst would.
+# SEALRELAY_WITH_OPENSMTPD=0 skips it.
+opensmtpd=${SEALRELAY_WITH_OPENSMTPD:-1}
+if [ "$opensmtpd" = 1 ]; then
+  for p in libevent-2.1-7 libdb5.3; do
+    installed "$p" || want+=("$p")
+  done
+fi
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
-echo "deps: installing ${want[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# Postfix asks questions at install time; "No configuration" installs it
-# without a system instance (no /etc/postfix/main.cf, nothing on port 25):
-# the tests run private instances of their own.
-echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections 2>/dev/null || true
-$sudo apt-get update -qq >/dev/null
-$sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+updated=0
+if [ ${#want[@]} -gt 0 ]; then
+  echo "deps: installing ${want[*]}" >&2
+  # Postfix asks questions at install time; "No configuration" installs it
+  # without a system instance (no /etc/postfix/main.cf, nothing on port 25):
+  # the tests run private instances of their own.
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections 2>/dev/null || true
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+  updated=1
+fi
+
+[ "$opensmtpd" = 1 ] || exit 0
+osmtpd_version=6.8.0p2
+cache=${SEALRELAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sealrelay}
+osmtpd_root=$cache/opensmtpd-$osmtpd_version
+if [ ! -x "$osmtpd_root/usr/sbin/smtpd" ]; then
+  echo "deps: unpacking opensmtpd $osmtpd_version into $osmtpd_root" >&2
+  mkdir -p "$cache"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  if ! (cd "$tmp" && apt-get download -qq opensmtpd >/dev/null 2>&1); then
+    [ "$updated" = 1 ] || $sudo apt-get update -qq >/dev/null
+    (cd "$tmp" && apt-get download -qq opensmtpd >/dev/null)
+  fi
+  deb=$(ls "$tmp"/opensmtpd_*.deb)
+  case "$(dpkg-deb -f "$deb" Version)" in
+    "$osmtpd_version"-*) ;;
+    *) echo "deps: opensmtpd $(dpkg-deb -f "$deb" Version) is not $osmtpd_version" >&2; exit 1 ;;
+  esac
+  dpkg-deb -x "$deb" "$tmp/root"
+  rm -rf "$osmtpd_root"
+  mv "$tmp/root" "$osmtpd_root"
+fi
+for u in opensmtpd opensmtpq; do
+  getent passwd "$u" >/dev/null ||
+    $sudo useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+done

@@ -40,7 +40,7 @@ func TestCheck(t *testing.T) {
 		{false, "relay dead (" + dead + "): FAILED: TCP connect: dial tcp " + dead},
 		{false, "relay untrusted (" + untrusted.Addr() + `): FAILED: TLS: certificate verification failed for "127.0.0.1": x509: certificate signed by unknown authority`},
 		{false, "relay noauth (" + noAuth.Addr() + "): FAILED: AUTH: not offered by the relay"},
-		{false, "relay wrong (" + wrong.Addr() + "): FAILED: AUTH: PLAIN as " + testUser + " rejected: 535 5.7.8 Authentication failed; credential \"primary\" has no newer secret in its source"},
+		{false, "relay wrong (" + wrong.Addr() + "): FAILED: AUTH: PLAIN as " + testUser + " rejected: 535 5.7.8 authentication credentials invalid (relay's text withheld); credential \"primary\" has no newer secret in its source"},
 		{true, "relay enabled-noauth (" + noAuth.Addr() + "): ok, TLS 1.3, WARNING: AUTH: not offered by the relay; delivering without AUTH"},
 	}
 	if len(res) != len(want) {

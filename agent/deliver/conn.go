@@ -94,7 +94,7 @@ type conn struct {
 	idleSince time.Time
 	broken    bool // unusable: close, never reuse
 	// inTransaction: MAIL was accepted and no reply to the data ended the
-	// transaction; RSET is needed before the next MAIL.
+	// transaction; the connection is not pooled again.
 	inTransaction bool
 }
 
@@ -425,11 +425,57 @@ func (cn *conn) auth(ctx context.Context, mech string, cred secrets.Credential) 
 	if err != nil {
 		cn.fail(err)
 		cn.r.d.st.authFailures.Add(1)
-		// Only the relay's reply or a network error is shown: neither holds
-		// the SASL payload.
-		return &replyError{cmd: fmt.Sprintf("%s as %s rejected", mech, cred.Username), err: err}
+		return &replyError{cmd: fmt.Sprintf("%s as %s rejected", mech, cred.Username), err: withholdText(err)}
 	}
 	cn.authed = true
 	cn.r.d.st.authOK.Add(1)
 	return nil
+}
+
+// withholdText replaces the text of a relay's reply to AUTH with a fixed
+// description of its code. Some relays quote what the client sent in that
+// text (the base64 PLAIN or LOGIN payload, or its decoded form), and the
+// text travels far: the log, the spool's last error, `queue list`, `check`
+// and the DSN to the sender. The code and the enhanced code are kept.
+// Other errors (network, SASL, base64) are built by Go and the SASL client
+// from fixed strings and never hold a payload or a challenge.
+func withholdText(err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return err
+	}
+	return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: authReplyText(se.Code) + " (relay's text withheld)"}
+}
+
+// authReplyText describes a reply code to AUTH (RFC 4954 section 6, RFC
+// 5321).
+func authReplyText(code int) string {
+	switch code {
+	case 432:
+		return "a password transition is needed"
+	case 454:
+		return "temporary authentication failure"
+	case 500:
+		return "authentication exchange line too long, or command not recognized"
+	case 501:
+		return "syntax error in the authentication exchange"
+	case 502:
+		return "AUTH not implemented"
+	case 503:
+		return "AUTH out of sequence"
+	case 504:
+		return "unrecognized authentication mechanism"
+	case 530:
+		return "authentication required"
+	case 534:
+		return "authentication mechanism is too weak"
+	case 535:
+		return "authentication credentials invalid"
+	case 538:
+		return "encryption required for the requested authentication mechanism"
+	}
+	if code >= 400 && code < 500 {
+		return "authentication failed temporarily"
+	}
+	return "authentication refused"
 }

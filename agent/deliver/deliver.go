@@ -12,7 +12,9 @@
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
 //     Temporary result, never a Permanent one;
-//   - no error, log line or result holds a password or a SASL payload.
+//   - no error, log line or result holds a password or a SASL payload: the
+//     text of a relay's reply to AUTH, which may quote the payload, is
+//     replaced by a fixed description of its code.
 package deliver
 
 import (
@@ -145,7 +147,7 @@ type Stats struct {
 	ConnectionsOpened uint64 // connections ready for mail
 	ConnectionsReused uint64 // pooled connections taken for another message
 	StaleClosed       uint64 // pooled connections closed: their credential rotated
-	BrokenReplaced    uint64 // pooled connections that failed RSET and were replaced
+	BrokenReplaced    uint64 // pooled connections found closed, or refusing MAIL with a 5xx, and replaced
 	IdleClosed        uint64 // pooled connections closed after IdleTimeout
 }
 

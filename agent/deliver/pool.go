@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,15 +38,18 @@ func (r *relay) signalLocked() {
 }
 
 // acquire returns an idle connection, or nil with a place reserved for a
-// new one, waiting while the relay is at MaxConnections.
-func (r *relay) acquire(ctx context.Context) (*conn, error) {
+// new one, waiting while the relay is at MaxConnections. With fresh it
+// never returns an idle connection: at MaxConnections it closes the
+// longest idle one and takes its place.
+func (r *relay) acquire(ctx context.Context, fresh bool) (*conn, error) {
 	for {
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			return nil, errors.New("delivery is shutting down")
 		}
-		if n := len(r.idle); n > 0 {
+		n := len(r.idle)
+		if n > 0 && !fresh {
 			cn := r.idle[n-1]
 			r.idle = r.idle[:n-1]
 			r.mu.Unlock()
@@ -54,6 +58,13 @@ func (r *relay) acquire(ctx context.Context) (*conn, error) {
 		if r.open < r.cfg.MaxConnections {
 			r.open++
 			r.mu.Unlock()
+			return nil, nil
+		}
+		if n > 0 {
+			oldest := r.idle[0]
+			r.idle = slices.Delete(r.idle, 0, 1)
+			r.mu.Unlock()
+			oldest.quit()
 			return nil, nil
 		}
 		wait := r.changed
@@ -76,9 +87,12 @@ func (r *relay) release() {
 }
 
 // put returns a connection after use: to the pool if it is usable, else
-// it is closed.
+// it is closed. A connection still in a transaction (no reply to its data
+// ended it) is closed too: RSET would end the transaction, but go-smtp's
+// client then says EHLO again before the next MAIL, which strict relays
+// (OpenSMTPD) refuse with a 503.
 func (r *relay) put(cn *conn) {
-	if !cn.broken {
+	if !cn.broken && !cn.inTransaction {
 		r.mu.Lock()
 		if !r.closed {
 			cn.idleSince = time.Now()
@@ -126,11 +140,11 @@ func (r *relay) shutdown() []*conn {
 }
 
 // get returns a connection ready for MAIL: a pooled one that is still
-// good (reused), or a new one. Its error is a *ConnError or a wait that
-// ctx ended.
-func (r *relay) get(ctx context.Context) (cn *conn, reused bool, err error) {
+// good (reused), or a new one; with fresh always a new one. Its error is a
+// *ConnError or a wait that ctx ended.
+func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err error) {
 	for {
-		cn, err := r.acquire(ctx)
+		cn, err := r.acquire(ctx, fresh)
 		if err != nil {
 			return nil, false, err
 		}
@@ -148,7 +162,7 @@ func (r *relay) get(ctx context.Context) (cn *conn, reused bool, err error) {
 			r.d.st.opened.Add(1)
 			return cn, false, nil
 		}
-		if r.reusable(ctx, cn) {
+		if r.reusable(cn) {
 			r.d.st.reused.Add(1)
 			return cn, true, nil
 		}
@@ -158,12 +172,13 @@ func (r *relay) get(ctx context.Context) (cn *conn, reused bool, err error) {
 }
 
 // reusable checks a pooled connection before another transaction: not idle
-// too long, its credential still current, and, if its last transaction did
-// not end with the reply to the data, RSET answered. After a complete
-// transaction the session is already back at its initial state (RFC 5321
-// 4.1.4), so the next MAIL goes straight out; a connection the relay has
-// dropped meanwhile shows at that MAIL, and deliver retries on a new one.
-func (r *relay) reusable(ctx context.Context, cn *conn) bool {
+// too long, and its credential still current. Pooled connections are never
+// in a transaction (put closes those), and a transaction that ended with
+// the reply to its data left the session at its initial state (RFC 5321
+// 4.1.4), so the next MAIL goes straight out, with no RSET; a connection
+// the relay has dropped meanwhile shows at that MAIL, and deliver retries
+// on a new one.
+func (r *relay) reusable(cn *conn) bool {
 	if time.Since(cn.idleSince) >= r.cfg.IdleTimeout {
 		r.d.st.idleClosed.Add(1)
 		return false
@@ -177,50 +192,56 @@ func (r *relay) reusable(ctx context.Context, cn *conn) bool {
 			return false
 		}
 	}
-	if !cn.inTransaction {
-		return true
-	}
-	done := cn.watch(ctx)
-	err := cn.c.Reset()
-	done()
-	if err != nil {
-		cn.broken = true
-		r.d.st.broken.Add(1)
-		r.d.log.Debug("pooled connection failed RSET; replacing it", "relay", r.cfg.Name, "err", err)
-		return false
-	}
-	cn.inTransaction = false
 	return true
 }
 
 // deliver runs m's transaction on a connection to r. A non-nil error means
 // r could not be used and the next relay should be tried.
 func (r *relay) deliver(ctx context.Context, m *spool.Delivery) ([]spool.RcptResult, error) {
+	fresh := false
 	for {
-		cn, reused, err := r.get(ctx)
+		cn, reused, err := r.get(ctx, fresh)
 		if err != nil {
 			return nil, err
 		}
 		done := cn.watch(ctx)
-		res, dropped := cn.transaction(m, reused)
+		res, retry := cn.transaction(m, reused)
 		done()
 		r.put(cn)
-		if dropped {
+		switch retry {
+		case retryDropped:
 			// The pooled connection was gone before MAIL was taken:
 			// nothing was sent, so a new connection may try.
 			r.d.st.broken.Add(1)
 			r.d.log.Debug("pooled connection was closed by the relay; replacing it", "relay", r.cfg.Name)
+			continue
+		case retryRefused:
+			// A 5xx to MAIL on a pooled session may be about the session;
+			// a new one gives the final answer.
+			r.d.st.broken.Add(1)
+			r.d.log.Debug("pooled connection refused MAIL; trying a new connection", "relay", r.cfg.Name, "id", m.ID)
+			fresh = true
 			continue
 		}
 		return res, nil
 	}
 }
 
-// transaction sends MAIL, RCPT for each recipient and DATA. From MAIL on,
-// the relay's answers are final for this attempt. On a reused connection,
-// a MAIL that fails with a network error or 421 (the relay had closed the
-// session) reports dropped instead: nothing was sent, try another.
-func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptResult, dropped bool) {
+// retry says whether a transaction should run again on another connection.
+type retry int
+
+const (
+	retryNone    retry = iota // the results are final
+	retryDropped              // the pooled connection was gone at MAIL
+	retryRefused              // the pooled connection answered MAIL with a 5xx
+)
+
+// transaction sends MAIL, RCPT for each recipient and DATA. Once MAIL is
+// taken, the relay's answers are final for this attempt. On a reused
+// connection, a MAIL that fails with a network error or 421 (the relay had
+// closed the session) reports retryDropped, and one that gets a 5xx
+// reports retryRefused: nothing was taken, try another connection.
+func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptResult, again retry) {
 	name := cn.r.cfg.Name
 	res = make([]spool.RcptResult, len(m.To))
 	for i, to := range m.To {
@@ -246,18 +267,21 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 	if !isASCII(m.From) || !allASCII(m.To) {
 		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
 			err := fmt.Errorf("relay %s does not support SMTPUTF8, which the non-ASCII addresses need", name)
-			return setAll(all, &permanentError{err}), false
+			return setAll(all, &permanentError{err}), retryNone
 		}
 		opts.UTF8 = true
 	}
 	if err := cn.c.Mail(m.From, opts); err != nil {
 		var se *smtp.SMTPError
-		if reused && (!errors.As(err, &se) || se.Code == 421) {
-			cn.fail(err)
+		switch {
+		case reused && (!errors.As(err, &se) || se.Code == 421):
 			cn.broken = true
-			return nil, true
+			return nil, retryDropped
+		case reused && se.Code >= 500:
+			cn.broken = true
+			return nil, retryRefused
 		}
-		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), false
+		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
 	}
 	cn.inTransaction = true
 	var accepted []int
@@ -266,7 +290,7 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 			err = relayErr(fmt.Sprintf("RCPT TO:<%s>", to), err)
 			if cn.broken {
 				// The recipients accepted so far got no DATA either.
-				return setAll(append(accepted, all[i:]...), err), false
+				return setAll(append(accepted, all[i:]...), err), retryNone
 			}
 			setAll([]int{i}, err)
 			continue
@@ -274,7 +298,7 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 		accepted = append(accepted, i)
 	}
 	if len(accepted) == 0 {
-		return res, false
+		return res, retryNone
 	}
 
 	err := cn.data(m)
@@ -282,20 +306,21 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 		for _, i := range accepted {
 			res[i].Status, res[i].Err = spool.Delivered, nil
 		}
-		return res, false
+		return res, retryNone
 	}
 	var le *localError
 	if !errors.As(err, &le) {
 		err = relayErr("DATA", err)
 	}
-	return setAll(accepted, err), false
+	return setAll(accepted, err), retryNone
 }
 
 // data sends the message body and returns the relay's final reply.
 func (cn *conn) data(m *spool.Delivery) error {
 	body, err := m.Open()
 	if err != nil {
-		// Nothing was sent after RCPT: the next RSET ends the transaction.
+		// Nothing was sent after RCPT; the transaction stays open, so put
+		// closes the connection.
 		return &localError{fmt.Errorf("open spooled message %s: %w", m.ID, err)}
 	}
 	defer body.Close()

@@ -39,10 +39,10 @@ func TestPoolReusesOneConnection(t *testing.T) {
 	}
 }
 
-// TestPoolResetsAfterAnOpenTransaction: when a transaction ends without
-// data (every recipient refused), the connection is reset before it is
-// used again.
-func TestPoolResetsAfterAnOpenTransaction(t *testing.T) {
+// TestPoolReplacesAfterAnOpenTransaction: when a transaction ends without
+// data (every recipient refused), the connection is closed, not reset, and
+// the next message goes out on a new one.
+func TestPoolReplacesAfterAnOpenTransaction(t *testing.T) {
 	u := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{
 		{Command: "RCPT", Contains: "nobody", Reply: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}},
 	}}})
@@ -54,9 +54,9 @@ func TestPoolResetsAfterAnOpenTransaction(t *testing.T) {
 		t.Fatalf("next message: %s %v", statuses(res), res[0].Err)
 	}
 	h.d.Close()
-	ss := waitSessionsEnded(t, u, 1)
-	if len(ss) != 1 || ss[0].Resets == 0 || ss[0].Messages != 1 {
-		t.Errorf("sessions %d, resets %d, messages %d: want one session, reset before the second MAIL", len(ss), ss[0].Resets, ss[0].Messages)
+	ss := waitSessionsEnded(t, u, 2)
+	if len(ss) != 2 || ss[0].Resets != 0 || ss[0].Messages != 0 || ss[1].Messages != 1 {
+		t.Errorf("sessions = %+v, want the first closed without RSET and the message on a second", ss)
 	}
 }
 

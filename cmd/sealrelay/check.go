@@ -32,6 +32,7 @@ func cmdCheck(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "config %s: ok (%d relays)\n", cfg.File, len(cfg.Relays))
 	log := newLogger(cfg, e.stderr)
+	warnInsecure(cfg, log)
 	src, err := openSource(cfg, log)
 	if err != nil {
 		return err

@@ -27,7 +27,7 @@ func TestCheck(t *testing.T) {
 		{name: "tcp", down: true, code: 1, wantLine: "connection refused"},
 		{name: "tls verification", up: upstream.Config{UntrustedCert: true}, code: 1, wantLine: "certificate"},
 		{name: "no auth offered", up: upstream.Config{Behavior: upstream.Behavior{NoAuth: true}}, code: 1, wantLine: "FAILED: AUTH: not offered by the relay"},
-		{name: "535", up: upstream.Config{Behavior: upstream.Behavior{AuthReply: &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}}}, code: 1, wantLine: "535 5.7.8 bad credentials"},
+		{name: "535", up: upstream.Config{Behavior: upstream.Behavior{AuthReply: &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "bad credentials"}}}, code: 1, wantLine: "535 5.7.8 authentication credentials invalid (relay's text withheld)"},
 		{name: "enabled relay failing is a warning", relay: relayOpts{Auth: "enabled"}, up: upstream.Config{Behavior: upstream.Behavior{NoAuth: true}}, code: 0, wantLine: "relay up (ADDR): ok"},
 	}
 	for _, tc := range cases {

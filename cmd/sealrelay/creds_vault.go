@@ -27,6 +27,9 @@ func vaultFromConfig(e *env, c *credsFlags) (*agent.Config, *vault.Source, func(
 	if cfg.Credentials.Source != "vault" {
 		return nil, nil, nil, fmt.Errorf("%s: credentials.source is %q, not \"vault\"", cfg.File, cfg.Credentials.Source)
 	}
+	for _, s := range cfg.InsecureSettings() {
+		fmt.Fprintf(e.stderr, "sealrelay: warning: %s\n", s)
+	}
 	src, err := openVault(cfg, newLogger(cfg, io.Discard))
 	if err != nil {
 		return nil, nil, nil, err

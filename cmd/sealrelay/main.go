@@ -28,6 +28,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sealrelay/sealrelay/keys"
 )
 
@@ -77,10 +79,24 @@ const usage = `usage: sealrelay COMMAND [ARGS]
 `
 
 func main() {
+	// First, before any command can read a key, a token or a password.
+	disableCoreDumps()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(&env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
 	stop()
 	os.Exit(code)
+}
+
+// disableCoreDumps keeps secrets out of core files, for every command (a
+// crash of check, creds, demo or keygen would otherwise dump the unsealed
+// password or the secret key): no core dumps (RLIMIT_CORE 0, soft and
+// hard), and the process is not dumpable, which also keeps other processes
+// of the same user from reading its memory through ptrace or /proc. It
+// runs in main, not in run, so tests that call run in-process do not
+// change their own process.
+func disableCoreDumps() {
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0}) //nolint:errcheck // lowering a limit cannot fail
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)                   //nolint:errcheck // best effort
 }
 
 // run executes one command line and returns the exit status.

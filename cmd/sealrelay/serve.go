@@ -6,8 +6,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sealrelay/sealrelay/agent"
 )
 
@@ -26,12 +24,12 @@ func cmdServe(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("serve takes no arguments")
 	}
-	disableCoreDumps()
 	cfg, err := agent.LoadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, e.stderr)
+	warnInsecure(cfg, log)
 	src, err := openSource(cfg, log)
 	if err != nil {
 		return err
@@ -62,11 +60,4 @@ func cmdServe(e *env, args []string) error {
 		}
 	}()
 	return a.Run(ctx)
-}
-
-// disableCoreDumps keeps credentials out of core files: no core dumps, and
-// the process is not dumpable (no ptrace by same-uid processes).
-func disableCoreDumps() {
-	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0}) //nolint:errcheck // best effort
-	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)                   //nolint:errcheck // best effort
 }

@@ -71,6 +71,15 @@ func openVault(cfg *agent.Config, log *slog.Logger) (*vault.Source, error) {
 	return src, nil
 }
 
+// warnInsecure logs each insecure option the config uses (a secret
+// crossing the network in clear): serve and check call it at every start.
+func warnInsecure(cfg *agent.Config, log *slog.Logger) {
+	for _, s := range cfg.InsecureSettings() {
+		log.Warn("insecure setting: a secret crosses the network in clear",
+			"file", s.File, "line", s.Line, "key", s.Key, "detail", s.Msg)
+	}
+}
+
 // newLogger returns the agent's structured logger writing to w in the
 // config's format and level.
 func newLogger(cfg *agent.Config, w io.Writer) *slog.Logger {

@@ -21,6 +21,10 @@ type Session struct {
 	Greeting int
 	// Helo is the last EHLO/HELO name.
 	Helo string
+	// Helos counts EHLO and HELO commands, answered or refused. It is
+	// known only where the stream is read in the clear (TLS = NoTLS);
+	// elsewhere it stays 0.
+	Helos int
 	// TLS is true once the connection runs TLS (STARTTLS or implicit).
 	TLS bool
 	// Auths lists every AUTH command, in order.

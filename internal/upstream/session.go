@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"net/textproto"
 	"strings"
@@ -19,11 +21,10 @@ type backend struct{ s *Server }
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	sess := &session{s: b.s, conn: c}
 	raw := c.Conn()
-	if tc, ok := raw.(*tls.Conn); ok {
+	if _, ok := raw.(*tls.Conn); ok {
 		sess.tls = true
-		raw = tc.NetConn()
 	}
-	if rc, ok := raw.(*recConn); ok {
+	if rc := recConnOf(raw); rc != nil {
 		sess.rc = rc
 		sess.id = rc.id
 	}
@@ -112,9 +113,15 @@ type authRecorder struct {
 	inner   sasl.Server
 	attempt AuthAttempt
 	done    bool
+	// responses are what the client sent, kept only for Behavior.EchoAuth
+	// and never recorded.
+	responses [][]byte
 }
 
 func (a *authRecorder) Next(response []byte) ([]byte, bool, error) {
+	if response != nil && a.ss.s.Behavior().EchoAuth {
+		a.responses = append(a.responses, bytes.Clone(response))
+	}
 	challenge, done, err := a.inner.Next(response)
 	if err != nil || done {
 		err = a.finish(err)
@@ -128,6 +135,9 @@ func (a *authRecorder) finish(err error) error {
 		return err
 	}
 	a.done = true
+	if se, ok := err.(*smtp.SMTPError); ok && a.ss.s.Behavior().EchoAuth {
+		err = a.echo(se)
+	}
 	a.attempt.OK = err == nil
 	switch e := err.(type) {
 	case nil:
@@ -147,6 +157,23 @@ func (a *authRecorder) finish(err error) error {
 		a.ss.rc.Close()
 	}
 	return err
+}
+
+// echo returns se with the client's SASL responses appended to its text,
+// base64 as sent and decoded (NULs and line breaks as spaces).
+func (a *authRecorder) echo(se *smtp.SMTPError) *smtp.SMTPError {
+	var enc, dec []string
+	for _, r := range a.responses {
+		enc = append(enc, base64.StdEncoding.EncodeToString(r))
+		dec = append(dec, strings.Map(func(r rune) rune {
+			if r == 0 || r == '\r' || r == '\n' {
+				return ' '
+			}
+			return r
+		}, string(r)))
+	}
+	msg := fmt.Sprintf("%s for AUTH %s %s (decoded: %s)", se.Message, a.attempt.Mechanism, strings.Join(enc, " "), strings.Join(dec, " "))
+	return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: msg}
 }
 
 // rule returns the reply of the first rule for cmd whose Contains matches

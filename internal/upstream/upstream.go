@@ -120,6 +120,20 @@ type Behavior struct {
 	// DropOnAuthFailure closes the connection instead of answering a
 	// failed AUTH, leaving the client's session unusable.
 	DropOnAuthFailure bool
+	// EchoAuth makes a failed AUTH's reply quote what the client sent, as
+	// some relays do: each SASL response, base64 as sent, then decoded
+	// ("535 5.7.8 ... for AUTH PLAIN AHVzZXIAcGFzcw== (decoded: user
+	// pass)"). It tests that the client keeps such replies to itself.
+	EchoAuth bool
+	// EHLOReply, if set, answers every EHLO and HELO with it (a 5xx, say).
+	// RejectRepeatedHelo answers an EHLO or HELO after the first on a
+	// session with ErrAlreadyIdentified, as OpenSMTPD does. STARTTLSReply,
+	// if set, answers STARTTLS with it. These three read the plaintext
+	// stream: they see nothing under TLS (after STARTTLS, or implicit), and
+	// apply to connections made after they are set.
+	EHLOReply          *smtp.SMTPError
+	RejectRepeatedHelo bool
+	STARTTLSReply      *smtp.SMTPError
 	// Rules script replies; the first match for a command wins.
 	Rules []Rule
 	// TempFailAfterData answers this fraction (0..1) of transactions
@@ -147,6 +161,9 @@ var (
 	ErrAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	// ErrAuthTemporary is a 454 4.7.0 for AuthReply.
 	ErrAuthTemporary = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	// ErrAlreadyIdentified is OpenSMTPD's answer to a second EHLO, for
+	// RejectRepeatedHelo.
+	ErrAlreadyIdentified = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Invalid command: Already identified"}
 	// ErrEncryptionRequired answers AUTH without TLS (RFC 4954 538).
 	ErrEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism"}
 )
@@ -185,6 +202,9 @@ func Start(cfg Config) (*Server, error) {
 	case StartTLS, Implicit, NoTLS:
 	default:
 		return nil, fmt.Errorf("upstream: unknown TLS mode %q", cfg.TLS)
+	}
+	if cfg.Behavior.RejectRepeatedHelo && cfg.TLS != NoTLS {
+		return nil, errors.New("upstream: RejectRepeatedHelo needs TLS = NoTLS: it reads the plaintext stream")
 	}
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 64 << 20
@@ -342,6 +362,8 @@ func (s *Server) admit(rc *recConn, out chan<- net.Conn) {
 	var c net.Conn = rc
 	if s.cfg.TLS == Implicit {
 		c = tls.Server(rc, s.tlsConf)
+	} else if s.guards(&b) {
+		c = &guardConn{Conn: rc, rc: rc, s: s}
 	}
 	if b.StallAt == StallGreeting && s.rec.fire(&s.rec.stallPace, b.Stall) {
 		s.rec.update(rc.id, func(r *Session) { r.Stalled = true })

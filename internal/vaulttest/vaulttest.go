@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/sealrelay/sealrelay/internal/cachedir"
 )
 
 // RootToken is the dev server's root token.
@@ -327,18 +329,4 @@ func findBinary() (string, error) {
 }
 
 // cachePath is where tools/vault/build.sh keeps the binary.
-func cachePath() string {
-	dir := os.Getenv("SEALRELAY_CACHE")
-	if dir == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return ""
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		dir = filepath.Join(base, "sealrelay")
-	}
-	return filepath.Join(dir, "vault-"+Version)
-}
+func cachePath() string { return cachedir.Path("vault-" + Version) }

@@ -225,11 +225,14 @@ func Read(path string, id *keys.Identity) ([]secrets.Credential, error) {
 	return creds, nil
 }
 
-// readSealed reads a sealed file, capped at keys.MaxSealed.
+// readSealed reads a sealed file, capped at keys.MaxSealed. Whoever can
+// write the file chooses the credentials the agent uses, so a file, or a
+// directory above it, that a user other than this one and root can write
+// is refused (keys.OpenSecret with keys.NotWritable).
 func readSealed(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := keys.OpenSecret(path, "credential file", keys.NotWritable)
 	if err != nil {
-		return nil, fmt.Errorf("reading credential file: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, keys.MaxSealed+1))

@@ -134,8 +134,7 @@ func classify(path, addr string, err error) error {
 		return nil
 	}
 	var ours *Error
-	var perm *PermissionError
-	if errors.As(err, &ours) || errors.As(err, &perm) {
+	if errors.As(err, &ours) || errors.Is(err, keys.ErrUnsafeFile) {
 		return err
 	}
 	if errors.Is(err, context.Canceled) {

@@ -3,12 +3,14 @@ package vault
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/keys"
 )
 
 func TestTokenFileRead(t *testing.T) {
@@ -80,11 +82,67 @@ func TestSecretFilePermissions(t *testing.T) {
 			if !errors.As(err, &pe) {
 				t.Errorf("error %T is not a *PermissionError", err)
 			}
-			if h := hintOf(err); h != "make it readable by its owner only: chmod 600 "+loose {
-				t.Errorf("hint %q", h)
+			hint := "make it readable by its owner only: chmod 600 " + loose
+			if loose == writable {
+				hint = "make it writable by its owner only: chmod go-w " + loose
+			}
+			if h := hintOf(err); h != hint {
+				t.Errorf("hint %q, want %q", h, hint)
 			}
 			if strings.Contains(err.Error(), "hvs.not-a-real") {
 				t.Errorf("error quotes the file: %v", err)
+			}
+		})
+	}
+}
+
+// TestSecretFileOwners: token, role ID, secret ID and service account
+// token files owned by a user other than this one and root are refused,
+// as ssh refuses such keys, before anything is sent to Vault; so are those
+// in a directory others can write.
+func TestSecretFileOwners(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("giving a file to another user (chown) needs root; TestSecretFilePermissions checks the modes")
+	}
+	dir := t.TempDir()
+	theirs := writeFile(t, dir, "theirs", "hvs.not-a-real-token-but-secret", 0o600)
+	if err := os.Chown(theirs, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	tight := writeFile(t, dir, "tight", "some-id", 0o600)
+	openDir := filepath.Join(dir, "open")
+	if err := os.Mkdir(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	replaceable := writeFile(t, openDir, "token", "hvs.not-a-real-token-but-secret", 0o600)
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+		hint string
+	}{
+		{"token", Config{Auth: "token", TokenFile: theirs}, "vault token file " + theirs + " is owned by uid 4242, not by uid 0", "chown 0 " + theirs},
+		{"role-id", Config{Auth: "approle", RoleIDFile: theirs, SecretIDFile: tight}, "approle role ID file " + theirs + " is owned by uid 4242", "chown 0 " + theirs},
+		{"secret-id", Config{Auth: "approle", RoleIDFile: tight, SecretIDFile: theirs}, "approle secret ID file " + theirs + " is owned by uid 4242", "chown 0 " + theirs},
+		{"jwt", Config{Auth: "kubernetes", KubernetesRole: "r", JWTFile: theirs}, "kubernetes service account token file " + theirs + " is owned by uid 4242", "chown 0 " + theirs},
+		{"token in an open directory", Config{Auth: "token", TokenFile: replaceable}, "vault token file " + replaceable + ": directory " + openDir + " is writable by group or others (mode 0777)", "chmod go-w " + openDir},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, l := newSource(t, tc.cfg)
+			err := start(t, s)
+			wantErr(t, err, tc.want)
+			if !errors.Is(err, keys.ErrUnsafeFile) {
+				t.Errorf("error %T is not keys.ErrUnsafeFile", err)
+			}
+			if h := hintOf(err); !strings.Contains(h, tc.hint) {
+				t.Errorf("hint %q, want it to contain %q", h, tc.hint)
+			}
+			if strings.Contains(err.Error()+l.String(), "hvs.not-a-real") {
+				t.Errorf("error or log quotes the file: %v", err)
 			}
 		})
 	}
