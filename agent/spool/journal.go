@@ -2,7 +2,6 @@ package spool
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -168,12 +167,9 @@ func messageRecord(envJSON, msg []byte) record {
 // with start.
 func openJournal(spoolDir string, st *store) (*journal, error) {
 	dir := filepath.Join(spoolDir, journalDir)
-	created := false
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		created = true
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating journal directory: %w", err)
+	created, err := ensureSubdir("journal directory", dir)
+	if err != nil {
+		return nil, err
 	}
 	if created {
 		if err := st.syncDirPath(spoolDir); err != nil {
@@ -353,7 +349,7 @@ func (j *journal) ensureSegment() error {
 	j.nextSeq++
 	j.mu.Unlock()
 	path := filepath.Join(j.dir, segName(seq))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating journal segment: %w", err)
 	}

@@ -157,20 +157,19 @@ func (q *Queue) loadJournal(old []*segment, fileItems map[string]bool) error {
 // quarantine directory (the segment itself stays: its other records are
 // good).
 func (q *Queue) quarantineCopy(path string) {
-	qdir := filepath.Join(q.opt.Dir, quarantineDir)
-	dst := filepath.Join(qdir, "journal-"+filepath.Base(path))
-	for n := 1; ; n++ {
-		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		dst = filepath.Join(qdir, fmt.Sprintf("journal-%s.%d", filepath.Base(path), n))
-	}
-	err := os.MkdirAll(qdir, 0o700)
+	qdir, err := q.quarantineDir()
+	var dst string
 	if err == nil {
-		err = copyFile(path, dst)
-	}
-	if err == nil {
-		err = q.st.syncDirPath(qdir)
+		dst = freeName(qdir, "journal-"+filepath.Base(path))
+		err = writeAtomic(dst, q.st.fsync, func() error { return q.st.syncDirPath(qdir) }, func(w io.Writer) error {
+			in, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer in.Close()
+			_, err = io.Copy(w, in)
+			return err
+		})
 	}
 	if err != nil {
 		q.log.Error("spool: cannot copy a damaged journal segment to quarantine", "file", path, "err", err)
@@ -179,25 +178,27 @@ func (q *Queue) quarantineCopy(path string) {
 	q.log.Info("spool: copied damaged journal segment to quarantine", "file", path, "copy", dst)
 }
 
-// copyFile copies src to a new file dst (mode 0600) and fsyncs it.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+// quarantineDir returns the quarantine directory, creating it if needed;
+// like the spool directory, it must be the agent's alone.
+func (q *Queue) quarantineDir() (string, error) {
+	qdir := filepath.Join(q.opt.Dir, quarantineDir)
+	created, err := ensureSubdir("quarantine directory", qdir)
+	if err == nil && created {
+		err = q.st.dirSync.sync()
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
+	return qdir, err
+}
+
+// freeName returns dir/name, or dir/name.N with the first N for which
+// nothing (not even a symlink) is there.
+func freeName(dir, name string) string {
+	p := filepath.Join(dir, name)
+	for n := 1; ; n++ {
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			return p
+		}
+		p = filepath.Join(dir, fmt.Sprintf("%s.%d", name, n))
 	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // checkMessageFile checks that the message file of env is there with the
@@ -251,23 +252,19 @@ func checkSum(msg []byte, env *envelope) error {
 // quarantine moves an item's files to the quarantine directory and logs
 // one line naming them. Nothing is deleted.
 func (q *Queue) quarantine(id string, paths []string, reason error) {
-	qdir := filepath.Join(q.opt.Dir, quarantineDir)
 	fail := func(err error) {
 		q.log.Error("spool: damaged item left in place: cannot quarantine it", "id", id, "files", paths, "reason", reason.Error(), "err", err)
 	}
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
+	qdir, err := q.quarantineDir()
+	if err != nil {
 		fail(err)
 		return
 	}
 	var moved []string
 	for _, p := range paths {
-		dst := filepath.Join(qdir, filepath.Base(p))
-		for n := 1; ; n++ {
-			if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			dst = filepath.Join(qdir, fmt.Sprintf("%s.%d", filepath.Base(p), n))
-		}
+		// rename never follows a symlink, and freeName finds a name that
+		// nothing holds.
+		dst := freeName(qdir, filepath.Base(p))
 		if err := os.Rename(p, dst); err != nil {
 			fail(err)
 			return

@@ -144,32 +144,31 @@ func (q *Queue) putJournal(id string, now time.Time, from string, to []string, m
 	return &item{env: env, jl: &jloc{seg: seg, off: off + recHeaderLen + 4 + int64(len(data))}, index: -1}, nil
 }
 
-// putFiles streams the message to its own file and writes its envelope:
-// each a temporary file, written, fsynced and renamed, then the directory
-// fsynced. src is the body's reader, to tell its errors from the disk's.
+// putFiles streams the message to its own file and writes its envelope,
+// each through an atomicFile (temporary file, written, fsynced, renamed,
+// directory fsynced). The envelope's rename is the commit point. src is
+// the body's reader, to tell its errors from the disk's.
 func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, r io.Reader, src *bodyReader) (it *item, err error) {
 	msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
-	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
 	defer func() {
 		if err != nil {
-			for _, p := range []string{envPath, msgPath, envTmp, msgTmp} {
-				os.Remove(p)
-			}
+			os.Remove(envPath)
+			os.Remove(msgPath)
 		}
 	}()
 	sum := sha256.New()
 	var size int64
-	err = q.st.writeFile(msgTmp, true, func(w io.Writer) error {
+	err = q.st.write(msgPath, func(w io.Writer) error {
 		buf := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(buf)
-		// io.MultiWriter hides *os.File's ReadFrom, so buf is used.
+		// io.MultiWriter hides any ReadFrom, so buf is used.
 		n, err := io.CopyBuffer(io.MultiWriter(w, sum), r, *buf)
 		size = n
 		switch {
 		case src.err != nil:
 			return fmt.Errorf("reading message body: %w", src.err)
 		case err != nil:
-			return fmt.Errorf("write %s: %w", msgTmp, err)
+			return err // the atomicFile names the file
 		}
 		return ctx.Err()
 	})
@@ -181,25 +180,10 @@ func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from str
 	if err != nil {
 		return nil, err
 	}
-	err = q.st.writeFile(envTmp, true, func(w io.Writer) error {
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("write %s: %w", envTmp, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
 	if err = ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err = os.Rename(msgTmp, msgPath); err != nil {
-		return nil, err
-	}
-	if err = os.Rename(envTmp, envPath); err != nil { // the commit point
-		return nil, err
-	}
-	if err = q.st.dirSync.sync(); err != nil {
+	if err = q.st.replace(envPath, data); err != nil {
 		return nil, err
 	}
 	return &item{env: env, index: -1}, nil

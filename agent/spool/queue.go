@@ -19,7 +19,11 @@ import (
 
 // Options configure a Queue. Zero values take the defaults shown.
 type Options struct {
-	Dir         string        // the spool directory; created with mode 0700 if missing (required)
+	// Dir is the spool directory, created with mode 0700 if missing
+	// (required). It and the directory holding it (the agent's data_dir)
+	// must belong to the user the process runs as and be writable by no
+	// one else; Open refuses them otherwise.
+	Dir         string
 	Hostname    string        // names this host in DSNs (MAILER-DAEMON@Hostname, Reporting-MTA); default os.Hostname()
 	MinBackoff  time.Duration // delay before the first retry; default 30s
 	MaxBackoff  time.Duration // longest delay between retries; default 30m
@@ -202,7 +206,9 @@ func infoOf(e *envelope) Info {
 }
 
 // Open opens the spool in opt.Dir, creating it (mode 0700) if needed, and
-// locks it against other agents. It loads every complete item and schedules
+// locks it against other agents. It refuses, with a *DirError, a spool
+// directory, or a directory holding it, that belongs to another user or
+// that group or others may write. It loads every complete item and schedules
 // it, removes leftover temporary files, and moves incomplete or damaged items
 // to the quarantine subdirectory, logging one line for each. Call Close when
 // done.
@@ -211,16 +217,33 @@ func Open(opt Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	created := false
-	if _, err := os.Stat(opt.Dir); errors.Is(err, fs.ErrNotExist) {
-		created = true
+	// The spool and the directory that holds it (the agent's data_dir) must
+	// be the agent's alone: whoever else can write either could swap files
+	// under it.
+	parent := filepath.Dir(filepath.Clean(opt.Dir))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+	if err := checkDir("data directory", parent); err != nil {
+		return nil, err
+	}
+	created := false
+	if err := os.Mkdir(opt.Dir, 0o700); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
 	dirf, err := os.Open(opt.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening spool directory: %w", err)
+	}
+	fi, err := dirf.Stat()
+	if err == nil {
+		err = checkDirInfo(fi, "spool directory", opt.Dir)
+	}
+	if err != nil {
+		dirf.Close()
+		return nil, err
 	}
 	if err := lockDir(dirf); err != nil {
 		dirf.Close()
@@ -234,7 +257,7 @@ func Open(opt Options) (*Queue, error) {
 		items: make(map[string]*item),
 	}
 	if created {
-		if err := q.st.syncDirPath(filepath.Dir(filepath.Clean(opt.Dir))); err != nil {
+		if err := q.st.syncDirPath(parent); err != nil {
 			dirf.Close()
 			return nil, fmt.Errorf("creating spool directory: %w", err)
 		}
@@ -333,34 +356,23 @@ func (q *Queue) writeEnvelope(it *item) error {
 // the journal forget it. Call with it.fileMu held.
 func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error {
 	msgPath, envPath := q.st.path(env.ID, msgSuffix), q.st.path(env.ID, envSuffix)
-	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
 	rc, err := jl.open(env.Size)
 	if err != nil {
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
 	}
 	defer rc.Close()
-	err = q.st.writeFile(msgTmp, false, func(w io.Writer) error {
-		_, err := io.Copy(w, rc)
+	err = q.st.write(msgPath, func(w io.Writer) error {
+		buf := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(buf)
+		_, err := io.CopyBuffer(w, rc, *buf)
 		return err
 	})
 	if err == nil {
-		err = q.st.writeFile(envTmp, false, func(w io.Writer) error {
-			_, err := w.Write(envData)
-			return err
-		})
-	}
-	if err == nil {
-		err = os.Rename(msgTmp, msgPath)
-	}
-	if err == nil {
-		err = os.Rename(envTmp, envPath)
-	}
-	if err == nil {
-		err = q.st.dirSync.sync()
+		err = q.st.replace(envPath, envData)
 	}
 	if err != nil {
 		// The item stays in the journal, as it was; no half-moved files.
-		for _, p := range []string{envPath, msgPath, envTmp, msgTmp} {
+		for _, p := range []string{envPath, msgPath} {
 			os.Remove(p)
 		}
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,4 +102,89 @@ func TestQueueCommands(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
+}
+
+// TestOfflineQueueRefusesNonOwner: with no agent running, `queue retry`
+// and `queue delete` by a user other than the spool's owner (root, say)
+// are refused with the command to run instead, and change nothing: files
+// root wrote there would be unusable by the agent. `queue list` works.
+func TestOfflineQueueRefusesNonOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the spool to another user")
+	}
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	startUpstream(t, dir, upstream.Config{}) // for its CA file; nothing listens at the relay's address
+	cfg := rigConfig(t, dir, refuse.Addr(t), relayOpts{}, "")
+	a := startAgent(t, cfg)
+	if err := send(a.Addr().String(), "app@client.test", "one@example.net", "<offline@rig>"); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	waitFor(t, 15*time.Second, "the first attempt on disk", func() bool {
+		items, _ := spool.ReadDir(filepath.Join(dataDir, "spool"))
+		return len(items) == 1 && items[0].Attempts == 1
+	})
+	id := a.Queue().List()[0].ID
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The spool belongs to nobody (uid 65534), as it would to sealrelay.
+	const nobody = 65534
+	chownTree(t, dataDir, nobody)
+	before := treeState(t, dataDir)
+
+	for _, args := range [][]string{{"retry", id}, {"retry"}, {"delete", id}} {
+		code, _, errs := runCLI(t, append(append([]string{"queue"}, args...), "-c", cfg)...)
+		cmd := strings.Join(append(append([]string{"sealrelay", "queue"}, args...), "-c", cfg), " ")
+		wantErr := "sealrelay: queue " + args[0] + ": no agent is running, and " + filepath.Join(dataDir, "spool") +
+			" belongs to nobody: changing it as another user would leave files the agent cannot use; refusing\n"
+		wantHint := "sealrelay: hint: run it as the spool's owner: sudo -u nobody " + cmd + "\n"
+		if code != 1 || errs != wantErr+wantHint {
+			t.Errorf("queue %v as root: exit %d, stderr:\n%s\nwant exit 1 and:\n%s%s", args, code, errs, wantErr, wantHint)
+		}
+	}
+	if after := treeState(t, dataDir); after != before {
+		t.Errorf("the refused commands changed the data directory:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	code, out, errs := runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 || !strings.Contains(out, id) {
+		t.Errorf("queue list as root: exit %d: %s\n%s", code, errs, out)
+	}
+}
+
+// chownTree gives dir and everything in it to uid.
+func chownTree(t *testing.T, dir string, uid int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, uid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// treeState lists every file under dir with its owner, mode and size.
+func treeState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s uid=%d %s %d %s\n", p, st.Uid, fi.Mode(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
