@@ -142,9 +142,32 @@ func (r record) bytes() []byte {
 
 // encodeRecord frames a record whose payload is parts.
 func encodeRecord(kind byte, parts ...[]byte) record {
+	return frame(kind, append(make(record, 1, 1+len(parts)), parts...))
+}
+
+// messageRecord is the M record of env and its message, held in msg (the
+// buffers it was received into, written as they are).
+func messageRecord(envJSON []byte, msg [][]byte) record {
+	return messageRecordOf(append(make(record, msgRecordParts, msgRecordParts+len(msg)), msg...), envJSON)
+}
+
+// msgRecordParts is where the message's parts start in an M record.
+const msgRecordParts = 3
+
+// messageRecordOf makes r, whose parts from msgRecordParts on are the
+// message, the M record of envJSON and that message.
+func messageRecordOf(r record, envJSON []byte) record {
+	l := make([]byte, 4)
+	binary.BigEndian.PutUint32(l, uint32(len(envJSON)))
+	r[1], r[2] = l, envJSON
+	return frame(kindMessage, r)
+}
+
+// frame sets r[0] to the header of the record whose payload is r[1:].
+func frame(kind byte, r record) record {
 	n := 0
 	crc := crc32.Checksum([]byte{kind}, castagnoli)
-	for _, p := range parts {
+	for _, p := range r[1:] {
 		n += len(p)
 		crc = crc32.Update(crc, castagnoli, p)
 	}
@@ -153,14 +176,8 @@ func encodeRecord(kind byte, parts ...[]byte) record {
 	hdr[4] = kind
 	binary.BigEndian.PutUint32(hdr[5:9], uint32(n))
 	binary.BigEndian.PutUint32(hdr[9:13], crc)
-	return append(record{hdr}, parts...)
-}
-
-// messageRecord is the M record of env and its message.
-func messageRecord(envJSON, msg []byte) record {
-	var l [4]byte
-	binary.BigEndian.PutUint32(l[:], uint32(len(envJSON)))
-	return encodeRecord(kindMessage, l[:], envJSON, msg)
+	r[0] = hdr
+	return r
 }
 
 // openJournal opens (creating) the journal directory. The committer starts

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bytes"
 	"container/heap"
 	"context"
 	"crypto/sha256"
@@ -31,21 +30,6 @@ func (q *Queue) Put(ctx context.Context, from string, to []string, body io.Reade
 	return id, nil
 }
 
-// bodyReader remembers the error of the reader it wraps, so that Put can
-// tell the sender's error from its own. It also hides io.WriterTo.
-type bodyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
-}
-
 // copyBufs are the buffers bodies are copied to disk through.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
@@ -73,32 +57,27 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 
 	now := q.opt.testNow().UTC()
 	id = newID(now)
-	src := &bodyReader{r: body}
+	msgPath := q.st.path(id, msgSuffix)
 
-	// A message that fits in journalMaxMessage goes through the journal,
-	// one record in a group commit; a bigger one is streamed to files of
-	// its own.
-	bb := bodyBufs.Get().(*bytes.Buffer)
-	bb.Reset()
-	defer func() {
-		if bb.Cap() <= 2*journalMaxMessage {
-			bodyBufs.Put(bb)
-		}
-	}()
-	n, cerr := io.CopyN(bb, src, journalMaxMessage+1)
-	switch {
-	case src.err != nil:
-		return "", 0, fmt.Errorf("reading message body: %w", src.err)
-	case cerr != nil && cerr != io.EOF:
-		return "", 0, fmt.Errorf("reading message body: %w", cerr)
-	case ctx.Err() != nil:
-		return "", 0, ctx.Err()
+	// A message that fits in journalMaxMessage, and in the memory budget,
+	// goes through the journal, one record in a group commit; a bigger one
+	// spills to a file of its own as it arrives (see membuf.go).
+	m := newInbound(&q.mem, q.st, msgPath)
+	defer m.close()
+	if err := m.readFrom(body); err != nil {
+		return "", 0, err
+	}
+	if m.file != nil {
+		q.stats.spilled.Add(1)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", 0, err
 	}
 	var it *item
-	if n <= journalMaxMessage && !q.opt.testNoJournal {
-		it, err = q.putJournal(id, now, from, to, bb.Bytes())
+	if m.file == nil && !q.opt.testNoJournal {
+		it, err = q.putJournal(id, now, from, to, m)
 	} else {
-		it, err = q.putFiles(ctx, id, now, from, to, io.MultiReader(bytes.NewReader(bb.Bytes()), src), src)
+		it, err = q.putFiles(ctx, id, now, from, to, m)
 	}
 	if err != nil {
 		return "", 0, err
@@ -110,9 +89,6 @@ func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reade
 	q.kick()
 	return id, it.env.Size, nil
 }
-
-// bodyBufs hold message bodies on their way into the journal.
-var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // newEnvelope is the envelope of a message just received.
 func newEnvelope(id string, now time.Time, from string, to []string, size int64, sum []byte) envelope {
@@ -127,28 +103,33 @@ func newEnvelope(id string, now time.Time, from string, to []string, size int64,
 	return env
 }
 
-// putJournal appends the message to the journal and returns once the
-// group commit that carries it is durable.
-func (q *Queue) putJournal(id string, now time.Time, from string, to []string, msg []byte) (*item, error) {
-	sum := sha256.Sum256(msg)
-	env := newEnvelope(id, now, from, to, int64(len(msg)), sum[:])
+// putJournal appends the message, held in m's chunks, to the journal
+// (written from the chunks) and returns once the group commit that carries
+// it is durable.
+func (q *Queue) putJournal(id string, now time.Time, from string, to []string, m *inbound) (*item, error) {
+	rec := m.appendParts(make(record, msgRecordParts, msgRecordParts+len(m.chunks)))
+	h := sha256.New()
+	for _, p := range rec[msgRecordParts:] {
+		h.Write(p)
+	}
+	env := newEnvelope(id, now, from, to, int64(m.n), h.Sum(nil))
 	// Compact JSON in the journal: it is read by sealrelay, not edited.
 	data, err := json.Marshal(&env)
 	if err != nil {
 		return nil, fmt.Errorf("encoding envelope of %s: %w", id, err)
 	}
-	seg, off, err := q.j.append(messageRecord(data, msg), true)
+	seg, off, err := q.j.append(messageRecordOf(rec, data), true)
 	if err != nil {
 		return nil, err
 	}
 	return &item{env: env, jl: &jloc{seg: seg, off: off + recHeaderLen + 4 + int64(len(data))}, index: -1}, nil
 }
 
-// putFiles streams the message to its own file and writes its envelope,
-// each through an atomicFile (temporary file, written, fsynced, renamed,
-// directory fsynced). The envelope's rename is the commit point. src is
-// the body's reader, to tell its errors from the disk's.
-func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, r io.Reader, src *bodyReader) (it *item, err error) {
+// putFiles finishes the message in its own file (spilling it there if it
+// is still in memory) and writes its envelope: each a temporary file,
+// written, fsynced and renamed, and the directory fsynced. The envelope's
+// rename is the commit point.
+func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, m *inbound) (it *item, err error) {
 	msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
 	defer func() {
 		if err != nil {
@@ -156,26 +137,17 @@ func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from str
 			os.Remove(msgPath)
 		}
 	}()
-	sum := sha256.New()
-	var size int64
-	err = q.st.write(msgPath, func(w io.Writer) error {
-		buf := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(buf)
-		// io.MultiWriter hides any ReadFrom, so buf is used.
-		n, err := io.CopyBuffer(io.MultiWriter(w, sum), r, *buf)
-		size = n
-		switch {
-		case src.err != nil:
-			return fmt.Errorf("reading message body: %w", src.err)
-		case err != nil:
-			return err // the atomicFile names the file
+	if m.file == nil {
+		if err := m.spill(); err != nil {
+			return nil, err
 		}
-		return ctx.Err()
-	})
-	if err != nil {
+	}
+	f := m.file
+	m.file = nil
+	if err = f.Commit(); err != nil {
 		return nil, err
 	}
-	env := newEnvelope(id, now, from, to, size, sum.Sum(nil))
+	env := newEnvelope(id, now, from, to, m.size, m.sum.Sum(nil))
 	data, err := env.marshal()
 	if err != nil {
 		return nil, err

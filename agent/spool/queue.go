@@ -33,6 +33,10 @@ type Options struct {
 	// in-flight deliveries to finish before cancelling them; default 30s.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger // default: discard
+	// MemoryBudget bounds the bytes of message bodies held in memory at
+	// once by the Puts in progress; a message that does not fit streams to
+	// a file of its own instead (see membuf.go). Default 32 MiB.
+	MemoryBudget int64
 
 	// TestHookBeforeSync is a test seam, not a feature: if set, it is called
 	// before every fsync the spool makes, with the path of the file or
@@ -58,6 +62,7 @@ const (
 	DefaultMaxLifetime  = 120 * time.Hour
 	DefaultWorkers      = 20
 	DefaultDrainTimeout = 30 * time.Second
+	DefaultMemoryBudget = 32 << 20
 )
 
 func (o Options) withDefaults() (Options, error) {
@@ -83,6 +88,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Workers == 0 {
 		o.Workers = DefaultWorkers
 	}
+	if o.MemoryBudget == 0 {
+		o.MemoryBudget = DefaultMemoryBudget
+	}
 	switch {
 	case o.MinBackoff < 0 || o.MaxBackoff < 0 || o.MaxLifetime < 0 || o.DrainTimeout < 0:
 		return o, errors.New("spool: negative duration in options")
@@ -90,6 +98,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("spool: max backoff %s is shorter than min backoff %s", o.MaxBackoff, o.MinBackoff)
 	case o.Workers < 0:
 		return o, fmt.Errorf("spool: workers must be positive, not %d", o.Workers)
+	case o.MemoryBudget < 0:
+		return o, fmt.Errorf("spool: memory budget must be positive, not %d", o.MemoryBudget)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -142,6 +152,7 @@ type Queue struct {
 	inflight int      // deliveries running
 	closed   bool
 
+	mem   budget // for the bodies of messages being received
 	stats counters
 }
 
@@ -159,7 +170,7 @@ type item struct {
 }
 
 type counters struct {
-	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures atomic.Uint64
+	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures, spilled atomic.Uint64
 }
 
 // Stats are the queue's counters since Open, and the number of items queued.
@@ -172,7 +183,9 @@ type Stats struct {
 	Expired     uint64 // recipients that expired at MaxLifetime (also in Failed)
 	Quarantined uint64 // damaged items moved to quarantine at Open
 	PutFailures uint64 // Puts that returned an error
+	Spilled     uint64 // messages streamed to their own file as they arrived: too big for the journal or the memory budget
 	Queued      int    // items in the queue now (a gauge)
+	Buffered    int64  // bytes of memory held for messages being received (a gauge; at most Options.MemoryBudget)
 }
 
 // Info describes a queued item.
@@ -255,6 +268,7 @@ func Open(opt Options) (*Queue, error) {
 		st:    newStore(opt.Dir, dirf, opt.TestHookBeforeSync),
 		wake:  make(chan struct{}, 1),
 		items: make(map[string]*item),
+		mem:   budget{limit: opt.MemoryBudget},
 	}
 	if created {
 		if err := q.st.syncDirPath(parent); err != nil {
@@ -494,7 +508,8 @@ func (q *Queue) Stats() Stats {
 	return Stats{
 		Accepted: c.accepted.Load(), Delivered: c.delivered.Load(), Deferred: c.deferred.Load(),
 		Failed: c.failed.Load(), Bounced: c.bounced.Load(), Expired: c.expired.Load(),
-		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Queued: queued,
+		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Spilled: c.spilled.Load(),
+		Queued: queued, Buffered: q.mem.used.Load(),
 	}
 }
 
