@@ -14,12 +14,18 @@ import (
 	"strings"
 )
 
-// addLoaded schedules an item found on disk, unless it is already there.
+// addLoaded schedules an item found on disk (or, if it is held, only
+// keeps it), unless it is already there.
 func (q *Queue) addLoaded(it *item) {
 	q.mu.Lock()
 	if _, dup := q.items[it.env.ID]; !dup {
 		q.items[it.env.ID] = it
-		heap.Push(&q.sched, it)
+		if it.env.held() {
+			it.held = true
+			q.held++
+		} else {
+			heap.Push(&q.sched, it)
+		}
 	}
 	q.mu.Unlock()
 	q.kick()

@@ -150,6 +150,7 @@ type Queue struct {
 	items    map[string]*item
 	sched    schedule // items waiting for their next attempt
 	inflight int      // deliveries running
+	held     int      // items in the failed state (item.held)
 	closed   bool
 
 	mem   budget // for the bodies of messages being received
@@ -164,6 +165,9 @@ type item struct {
 	running  bool     // a delivery attempt owns it
 	deleted  bool     // removed by Delete
 	retryNow bool     // Retry was called while it was running
+	// held: it failed and no DSN can be sent for it (see envelope.held);
+	// it stays, out of the schedule, until deleted or retried by ID.
+	held bool
 
 	// fileMu orders writes of the envelope with the removal of the files.
 	fileMu sync.Mutex
@@ -184,7 +188,8 @@ type Stats struct {
 	Quarantined uint64 // damaged items moved to quarantine at Open
 	PutFailures uint64 // Puts that returned an error
 	Spilled     uint64 // messages streamed to their own file as they arrived: too big for the journal or the memory budget
-	Queued      int    // items in the queue now (a gauge)
+	Queued      int    // items in the queue now, Held included (a gauge)
+	Held        int    // items kept in the failed state, no DSN possible (a gauge)
 	Buffered    int64  // bytes of memory held for messages being received (a gauge; at most Options.MemoryBudget)
 }
 
@@ -198,6 +203,10 @@ type Info struct {
 	Attempts    int
 	NextAttempt time.Time
 	LastError   string
+	// Held: the item failed and no DSN can be sent for it (its sender is
+	// the null sender, as a DSN's is). It stays in the queue, never tried
+	// again, until it is deleted (or retried by its ID).
+	Held bool
 }
 
 // RcptInfo is one recipient of an item.
@@ -210,7 +219,7 @@ type RcptInfo struct {
 func infoOf(e *envelope) Info {
 	in := Info{
 		ID: e.ID, Received: e.Received, Size: e.Size, From: e.From,
-		Attempts: e.Attempts, NextAttempt: e.NextAttempt, LastError: e.LastError,
+		Attempts: e.Attempts, NextAttempt: e.NextAttempt, LastError: e.LastError, Held: e.held(),
 	}
 	for _, r := range e.Recipients {
 		in.Recipients = append(in.Recipients, RcptInfo{Address: r.Address, State: r.State, LastError: r.LastError})
@@ -433,7 +442,8 @@ func (q *Queue) List() []Info {
 }
 
 // Retry makes the item id, or every item if id is "", due now, and records
-// that in its envelope.
+// that in its envelope. A held item (Info.Held) is retried only when named
+// by its ID: its failed recipients become pending again.
 func (q *Queue) Retry(id string) error {
 	<-q.loaded
 	now := q.opt.testNow().UTC()
@@ -457,6 +467,14 @@ func (q *Queue) Retry(id string) error {
 			it.retryNow = true
 			continue
 		}
+		if it.held {
+			if id == "" {
+				continue // a held item is retried only by its ID
+			}
+			q.release(it)
+			write = append(write, it)
+			continue
+		}
 		it.env.NextAttempt = now
 		if it.index >= 0 {
 			heap.Fix(&q.sched, it.index)
@@ -476,6 +494,21 @@ func (q *Queue) Retry(id string) error {
 	return errors.Join(errs...)
 }
 
+// release makes the held item it's failed recipients pending again and
+// schedules it now. Call with q.mu held.
+func (q *Queue) release(it *item) {
+	for i := range it.env.Recipients {
+		if r := &it.env.Recipients[i]; r.State == StateFailed {
+			r.State, r.Status = StatePending, ""
+		}
+	}
+	it.held = false
+	q.held--
+	it.env.NextAttempt = q.opt.testNow().UTC()
+	heap.Push(&q.sched, it)
+	q.log.Info("spool: held item released by operator", "id", it.env.ID)
+}
+
 // Delete removes the item id from the queue and the disk. A delivery in
 // progress for it finishes, but its result is dropped.
 func (q *Queue) Delete(id string) error {
@@ -491,6 +524,10 @@ func (q *Queue) Delete(id string) error {
 	if it.index >= 0 {
 		heap.Remove(&q.sched, it.index)
 	}
+	if it.held {
+		it.held = false
+		q.held--
+	}
 	q.mu.Unlock()
 	if err := q.removeFiles(it, id); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
@@ -502,14 +539,14 @@ func (q *Queue) Delete(id string) error {
 // Stats returns the counters and the number of queued items.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
-	queued := len(q.items)
+	queued, held := len(q.items), q.held
 	q.mu.Unlock()
 	c := &q.stats
 	return Stats{
 		Accepted: c.accepted.Load(), Delivered: c.delivered.Load(), Deferred: c.deferred.Load(),
 		Failed: c.failed.Load(), Bounced: c.bounced.Load(), Expired: c.expired.Load(),
 		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Spilled: c.spilled.Load(),
-		Queued: queued, Buffered: q.mem.used.Load(),
+		Queued: queued, Held: held, Buffered: q.mem.used.Load(),
 	}
 }
 

@@ -121,9 +121,10 @@ func checkSpoolOwner(cfg *agent.Config, verb, id string) error {
 	return nil
 }
 
-// printQueue writes items as mailq does: one block per message, the id,
-// size, arrival and sender on the first line, then the last error, then
-// the recipients; plus this agent's age and attempt count.
+// printQueue writes items as mailq does: one block per message, the id
+// (with "!" for a held item, which a line then explains), size, arrival
+// and sender on the first line, then the last error, then the recipients;
+// plus this agent's age and attempt count.
 func printQueue(w io.Writer, items []spool.Info, now time.Time) {
 	if len(items) == 0 {
 		fmt.Fprintln(w, "Mail queue is empty")
@@ -137,7 +138,14 @@ func printQueue(w io.Writer, items []spool.Info, now time.Time) {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(w, "%-20s %8d %-6s %-8d %s\n", it.ID, it.Size, age(now.Sub(it.Received)), it.Attempts, from)
+		id := it.ID
+		if it.Held {
+			id += "!" // as mailq marks a held message
+		}
+		fmt.Fprintf(w, "%-20s %8d %-6s %-8d %s\n", id, it.Size, age(now.Sub(it.Received)), it.Attempts, from)
+		if it.Held {
+			fmt.Fprintf(w, "%46s(failed, and no DSN can be sent for a message from <>: kept until `sealrelay queue delete %s`)\n", "", it.ID)
+		}
 		if it.LastError != "" {
 			fmt.Fprintf(w, "%46s(%s)\n", "", oneLine(it.LastError))
 		}

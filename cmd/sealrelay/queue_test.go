@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
@@ -102,6 +103,80 @@ func TestQueueCommands(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
+}
+
+// TestUndeliverableDSNIsHeld: with auth = "disabled" and a relay that
+// refuses every recipient, a message fails, its DSN goes to the same relay
+// and is refused too. The DSN does not vanish: it is held in the queue,
+// `queue list` shows it (marked "!" and explained), the held-items metric
+// counts it, and `queue delete` removes it.
+func TestUndeliverableDSNIsHeld(t *testing.T) {
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	up := startUpstream(t, dir, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{{
+		Command: "RCPT", // every recipient
+		Reply:   &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "relaying denied"},
+	}}}})
+	cfg := rigConfig(t, dir, up.Addr(), relayOpts{Auth: "disabled", NoCred: true}, "")
+	a := startAgent(t, cfg)
+	if err := send(a.Addr().String(), "app@client.test", "someone@example.net", "<held@rig>"); err != nil {
+		t.Fatal(err)
+	}
+	spoolDir := filepath.Join(dir, "data", "spool")
+	var dsn spool.Info
+	waitFor(t, 15*time.Second, "the refused DSN to be recorded on disk", func() bool {
+		items, _ := spool.ReadDir(spoolDir)
+		if len(items) != 1 || items[0].From != "" || items[0].Recipients[0].State != spool.StateFailed {
+			return false
+		}
+		dsn = items[0]
+		return true
+	})
+	if got := dsn.Recipients[0].Address; got != "app@client.test" {
+		t.Fatalf("held item to %s, want the DSN to app@client.test", got)
+	}
+	if up.Count() != 0 {
+		t.Errorf("the upstream accepted %d messages, want none", up.Count())
+	}
+
+	code, out, errs := runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("queue list: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{dsn.ID + "!", "<>", "app@client.test [failed]", "relaying denied",
+		"no DSN can be sent", "sealrelay queue delete " + dsn.ID, "in 1 Request."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("queue list lacks %q:\n%s", want, out)
+		}
+	}
+	if got := gauge(t, a, "sealrelay_spool_held_items"); got != 1 {
+		t.Errorf("sealrelay_spool_held_items = %v, want 1", got)
+	}
+
+	if code, _, errs := runCLI(t, "queue", "delete", dsn.ID, "-c", cfg); code != 0 {
+		t.Fatalf("queue delete: exit %d: %s", code, errs)
+	}
+	if code, out, _ := runCLI(t, "queue", "list", "-c", cfg); code != 0 || !strings.Contains(out, "Mail queue is empty") {
+		t.Errorf("queue list after the delete: exit %d:\n%s", code, out)
+	}
+	if got := gauge(t, a, "sealrelay_spool_held_items"); got != 0 {
+		t.Errorf("sealrelay_spool_held_items after the delete = %v, want 0", got)
+	}
+}
+
+// gauge returns the value of the agent's metric name (-1 if missing).
+func gauge(t *testing.T, a *runningAgent, name string) float64 {
+	t.Helper()
+	mfs, err := a.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // TestOfflineQueueRefusesNonOwner: with no agent running, `queue retry`
