@@ -58,9 +58,9 @@ func (b *budget) release(n int64) { b.used.Add(-n) }
 // inbound is a message being received.
 type inbound struct {
 	mem    *budget
-	chunks []*[]byte // reserved; filled in order
-	n      int       // bytes in chunks
-	first  [4]*[]byte
+	chunks []*[]byte  // reserved; filled in order
+	n      int        // bytes in chunks
+	first  [4]*[]byte // chunks' first backing array: no allocation for small messages
 
 	st    *store
 	path  string      // of the message's own file, if it spills
@@ -117,8 +117,8 @@ func (m *inbound) took(p []byte) error {
 	return m.write(p)
 }
 
-// readFrom receives the message from r until EOF. An error of r is
-// returned as is; others name the file.
+// readFrom receives the message from r until EOF. An error of r comes
+// back as a *bodyError wrapping it; others name the file.
 func (m *inbound) readFrom(r io.Reader) error {
 	for {
 		p := m.space()
