@@ -95,6 +95,7 @@ func New(cfg *Config, src secrets.Source, opt Options) (*Agent, error) {
 		MaxLifetime:        cfg.Queue.MaxLifetime.Duration,
 		Workers:            cfg.Queue.Workers,
 		DrainTimeout:       cfg.Queue.DrainTimeout.Duration,
+		MemoryBudget:       cfg.Queue.MemoryBudget,
 		Logger:             log.With("component", "spool"),
 		TestHookBeforeSync: opt.TestHookBeforeSync,
 	})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
 // maxConfigFile caps the size of a config file.
@@ -125,6 +126,9 @@ type QueueConfig struct {
 	MaxLifetime  Duration `toml:"max_lifetime"`  // default 120h
 	Workers      int      `toml:"workers"`       // concurrent deliveries; default 20
 	DrainTimeout Duration `toml:"drain_timeout"` // SIGTERM waits this long for deliveries; default 30s
+	// MemoryBudget bounds the memory held for messages being received, in
+	// bytes; beyond it they stream to disk as they arrive. Default 32 MiB.
+	MemoryBudget int64 `toml:"memory_budget"`
 }
 
 // Duration is a time.Duration written as a string ("30s", "5m").
@@ -193,6 +197,7 @@ func Default() *Config {
 			MaxLifetime:  dur(120 * time.Hour),
 			Workers:      20,
 			DrainTimeout: dur(30 * time.Second),
+			MemoryBudget: spool.DefaultMemoryBudget,
 		},
 	}
 }
@@ -486,6 +491,9 @@ func (c *Config) validate() error {
 	}
 	if q.Workers <= 0 {
 		return bad("queue.workers", "must be positive")
+	}
+	if q.MemoryBudget <= 0 {
+		return bad("queue.memory_budget", "must be a positive number of bytes")
 	}
 	return nil
 }

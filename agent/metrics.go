@@ -36,6 +36,12 @@ func (a *Agent) registry() *prometheus.Registry {
 	counter("spool_quarantined_total", "Damaged spool items moved aside at start.", func() uint64 { return a.queue.Stats().Quarantined })
 	counter("spool_put_failures_total", "Messages that could not be made durable (answered 451).", func() uint64 { return a.queue.Stats().PutFailures })
 	gauge("spool_queued", "Items in the spool now.", func() float64 { return float64(a.queue.Stats().Queued) })
+	gauge("spool_held_items", "Items kept in a failed state because no DSN can be sent for them (null sender); `sealrelay queue list` shows them, `sealrelay queue delete` removes them.",
+		func() float64 { return float64(a.queue.Stats().Held) })
+	gauge("spool_buffered_bytes", "Memory held for the bodies of messages being received (at most queue.memory_budget).",
+		func() float64 { return float64(a.queue.Stats().Buffered) })
+	counter("spool_spilled_total", "Messages streamed to a file of their own as they arrived: too big for the journal, or beyond the memory budget.",
+		func() uint64 { return a.queue.Stats().Spilled })
 
 	counter("deliver_attempts_total", "Delivery attempts.", func() uint64 { return a.deliv.Stats().Attempts })
 	counter("deliver_auth_ok_total", "Successful AUTH exchanges with a relay.", func() uint64 { return a.deliv.Stats().AuthOK })

@@ -6,13 +6,25 @@
 // What it promises:
 //
 //   - Put returns only once the message and its envelope are on stable
-//     storage: each is written to a temporary file, fsynced, renamed into
-//     place, and the directory is fsynced. The envelope's rename is the commit
-//     point. If anything fails, nothing is left behind and Put returns an
-//     error, so the listener can answer 451 and acknowledge nothing.
-//     Concurrent Puts share directory fsyncs (group commit) without ever
-//     returning before their own rename is durable.
-//   - Every item is two files in the spool directory (mode 0700): ID.msg, the
+//     storage: a small message is one record of the journal, appended in a
+//     group commit (one fdatasync for every record that arrived meanwhile);
+//     a bigger one, and every later envelope, is written to a temporary
+//     file, fsynced, renamed into place, and the directory is fsynced. The
+//     envelope's rename is the commit point. If anything fails, nothing is
+//     left behind and Put returns an error, so the listener can answer 451
+//     and acknowledge nothing. Concurrent Puts share directory fsyncs (group
+//     commit) without ever returning before their own rename is durable.
+//   - Every temporary file is opened with O_EXCL|O_NOFOLLOW (mode 0600)
+//     after a leftover of its name is removed, so a symlink planted in the
+//     spool is never written through. Open refuses a spool directory, or
+//     the directory holding it (data_dir), that belongs to another user or
+//     that group or others may write, and a journal or quarantine
+//     subdirectory that is a symlink or not the agent's alone.
+//   - Memory for messages being received is bounded by
+//     Options.MemoryBudget whatever their size and number: a message that
+//     does not fit streams to its own file as it arrives (membuf.go).
+//   - An item outside the journal (a big message, or one whose envelope
+//     changed) is two files in the spool directory (mode 0700): ID.msg, the
 //     message exactly as received (CRLF line endings, not dot-stuffed), and
 //     ID.env, its envelope: indented JSON holding the sender, the recipients
 //     with their state (pending, delivered, failed) and last error, the
@@ -30,7 +42,10 @@
 //     envelope update may send a message twice; nothing is lost.
 //   - Recipients that fail permanently, and those still pending when an item
 //     is older than MaxLifetime, get a DSN (RFC 3464 multipart/report) sent to
-//     the sender through the same queue; the null sender gets none.
+//     the sender through the same queue. The null sender gets none: an item
+//     from <> that fails (a DSN that could not be delivered, say) is held in
+//     a failed state, visible in List, ReadDir and Stats.Held, never tried
+//     again, until Delete removes it (or Retry names it). Nothing vanishes.
 //
 // The spool imports no other agent package: delivery is the Deliverer
 // interface it defines in api.go.

@@ -91,6 +91,15 @@ func (e *envelope) failed() bool {
 	return false
 }
 
+// held reports whether e is finished but cannot be let go: a recipient
+// failed and there is nobody to tell, because the sender is the null
+// sender (a DSN's sender, or a bounce an application handed over). Such
+// an item stays in the queue in a failed state until an operator deletes
+// it: it never vanishes silently.
+func (e *envelope) held() bool {
+	return e.From == "" && e.failed() && len(e.pending()) == 0
+}
+
 // marshal encodes e as the indented JSON of an envelope file.
 func (e *envelope) marshal() ([]byte, error) {
 	b, err := json.MarshalIndent(e, "", "  ")

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 )
 
 // File names inside the spool directory.
@@ -59,52 +61,119 @@ func (s *store) fsync(f *os.File, path string) error {
 	return nil
 }
 
-// writeFile creates path with mode 0600, lets fill write its content, and
-// fsyncs and closes it. With exclusive, an existing path is an error;
-// otherwise it is truncated. On any error path is removed.
-func (s *store) writeFile(path string, exclusive bool, fill func(w io.Writer) error) (err error) {
-	flags := os.O_WRONLY | os.O_CREATE
-	if exclusive {
-		flags |= os.O_EXCL
-	} else {
-		flags |= os.O_TRUNC
-	}
-	f, err := os.OpenFile(path, flags, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close %s: %w", path, cerr)
-		}
-		if err != nil {
-			os.Remove(path)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	return s.fsync(f, path)
+// atomicFile is a file written under a temporary name and put in place
+// only once it is durable. It is the one way the spool writes a file that
+// must survive a crash or that replaces another.
+//
+// The temporary file is path+".tmp", opened with
+// O_WRONLY|O_CREATE|O_EXCL|O_NOFOLLOW and mode 0600 after any leftover of
+// that name (from a crash) is removed: whatever was planted under the name,
+// a symlink to a file elsewhere included, is never opened or written
+// through. Commit fsyncs it, renames it over path and fsyncs the directory.
+type atomicFile struct {
+	f         *os.File
+	path, tmp string
+	// sync fsyncs a file (f, named name); syncDir makes the rename durable.
+	sync    func(f *os.File, name string) error
+	syncDir func() error
 }
 
-// replace atomically puts data at path: temp file, write, fsync, rename,
-// directory fsync.
-func (s *store) replace(path string, data []byte) error {
+// createAtomic starts writing path. sync and syncDir are the fsyncs Commit
+// makes (nil: (*os.File).Sync, and an fsync of path's directory).
+func createAtomic(path string, sync func(*os.File, string) error, syncDir func() error) (*atomicFile, error) {
 	tmp := path + tmpSuffix
-	err := s.writeFile(tmp, false, func(w io.Writer) error {
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("write %s: %w", tmp, err)
-		}
-		return nil
-	})
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing leftover %s: %w", tmp, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if sync == nil {
+		sync = func(f *os.File, _ string) error { return f.Sync() }
+	}
+	if syncDir == nil {
+		syncDir = func() error { return syncDirAt(filepath.Dir(path)) }
+	}
+	return &atomicFile{f: f, path: path, tmp: tmp, sync: sync, syncDir: syncDir}, nil
+}
+
+// Write writes to the temporary file; errors name it.
+func (a *atomicFile) Write(p []byte) (int, error) {
+	n, err := a.f.Write(p)
+	if err != nil {
+		err = fmt.Errorf("write %s: %w", a.tmp, err)
+	}
+	return n, err
+}
+
+// Commit makes the file durable and puts it in place: fsync, close, rename
+// over path, fsync of the directory. On error nothing is left at the
+// temporary name (what was renamed stays: the caller decides).
+func (a *atomicFile) Commit() error {
+	err := a.sync(a.f, a.tmp)
+	if cerr := a.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", a.tmp, cerr)
+	}
+	if err == nil {
+		err = os.Rename(a.tmp, a.path)
+	}
+	if err != nil {
+		os.Remove(a.tmp)
+		return err
+	}
+	return a.syncDir()
+}
+
+// Abort gives up: the temporary file is closed and removed.
+func (a *atomicFile) Abort() {
+	a.f.Close()
+	os.Remove(a.tmp)
+}
+
+// writeAtomic writes path through an atomicFile whose content fill writes.
+func writeAtomic(path string, sync func(*os.File, string) error, syncDir func() error, fill func(w io.Writer) error) error {
+	a, err := createAtomic(path, sync, syncDir)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := fill(a); err != nil {
+		a.Abort()
 		return err
 	}
-	return s.dirSync.sync()
+	return a.Commit()
+}
+
+// syncDirAt fsyncs the directory at path.
+func syncDirAt(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// create starts writing path in the spool directory, with the store's
+// fsyncs (and their test hook).
+func (s *store) create(path string) (*atomicFile, error) {
+	return createAtomic(path, s.fsync, s.dirSync.sync)
+}
+
+// write atomically puts what fill writes at path in the spool directory.
+func (s *store) write(path string, fill func(w io.Writer) error) error {
+	return writeAtomic(path, s.fsync, s.dirSync.sync, fill)
+}
+
+// replace atomically puts data at path in the spool directory.
+func (s *store) replace(path string, data []byte) error {
+	return s.write(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 }
 
 // remove deletes the named files in order and makes the removal durable.

@@ -1,17 +1,11 @@
 package spool
 
 import (
-	"bytes"
-	"cmp"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,9 +142,32 @@ func (r record) bytes() []byte {
 
 // encodeRecord frames a record whose payload is parts.
 func encodeRecord(kind byte, parts ...[]byte) record {
+	return frame(kind, append(make(record, 1, 1+len(parts)), parts...))
+}
+
+// messageRecord is the M record of env and its message, held in msg (the
+// buffers it was received into, written as they are).
+func messageRecord(envJSON []byte, msg [][]byte) record {
+	return messageRecordOf(append(make(record, msgRecordParts, msgRecordParts+len(msg)), msg...), envJSON)
+}
+
+// msgRecordParts is where the message's parts start in an M record.
+const msgRecordParts = 3
+
+// messageRecordOf makes r, whose parts from msgRecordParts on are the
+// message, the M record of envJSON and that message.
+func messageRecordOf(r record, envJSON []byte) record {
+	l := make([]byte, 4)
+	binary.BigEndian.PutUint32(l, uint32(len(envJSON)))
+	r[1], r[2] = l, envJSON
+	return frame(kindMessage, r)
+}
+
+// frame sets r[0] to the header of the record whose payload is r[1:].
+func frame(kind byte, r record) record {
 	n := 0
 	crc := crc32.Checksum([]byte{kind}, castagnoli)
-	for _, p := range parts {
+	for _, p := range r[1:] {
 		n += len(p)
 		crc = crc32.Update(crc, castagnoli, p)
 	}
@@ -159,26 +176,17 @@ func encodeRecord(kind byte, parts ...[]byte) record {
 	hdr[4] = kind
 	binary.BigEndian.PutUint32(hdr[5:9], uint32(n))
 	binary.BigEndian.PutUint32(hdr[9:13], crc)
-	return append(record{hdr}, parts...)
-}
-
-// messageRecord is the M record of env and its message.
-func messageRecord(envJSON, msg []byte) record {
-	var l [4]byte
-	binary.BigEndian.PutUint32(l[:], uint32(len(envJSON)))
-	return encodeRecord(kindMessage, l[:], envJSON, msg)
+	r[0] = hdr
+	return r
 }
 
 // openJournal opens (creating) the journal directory. The committer starts
 // with start.
 func openJournal(spoolDir string, st *store) (*journal, error) {
 	dir := filepath.Join(spoolDir, journalDir)
-	created := false
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		created = true
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating journal directory: %w", err)
+	created, err := ensureSubdir("journal directory", dir)
+	if err != nil {
+		return nil, err
 	}
 	if created {
 		if err := st.syncDirPath(spoolDir); err != nil {
@@ -358,7 +366,7 @@ func (j *journal) ensureSegment() error {
 	j.nextSeq++
 	j.mu.Unlock()
 	path := filepath.Join(j.dir, segName(seq))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating journal segment: %w", err)
 	}
@@ -434,249 +442,4 @@ func (j *journal) collect() {
 	for _, p := range gone {
 		os.Remove(p) // a segment left behind is read again and its items found done
 	}
-}
-
-// jentry is a message found in the journal at load.
-type jentry struct {
-	env *envelope
-	loc jloc
-}
-
-// journalScan is what reading the journal found.
-type journalScan struct {
-	entries map[string]*jentry // journaled items not done or moved
-	segs    []*segment         // every segment, oldest first
-	damage  []recordDamage     // damaged or incomplete records, in order
-	maxSeq  uint64
-}
-
-// recordDamage is one record the journal could not use.
-type recordDamage struct {
-	seg    string // segment file
-	off    int    // of the record
-	id     string // the item it held, if that could be read
-	reason string
-}
-
-// listSegments returns the segments in dir, oldest first, sealed.
-func listSegments(dir string) ([]*segment, error) {
-	des, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading journal directory: %w", err)
-	}
-	var segs []*segment
-	for _, de := range des {
-		if seq, ok := parseSegName(de.Name()); ok && de.Type().IsRegular() {
-			segs = append(segs, &segment{seq: seq, path: filepath.Join(dir, de.Name()), sealed: true})
-		}
-	}
-	slices.SortFunc(segs, func(a, b *segment) int { return cmp.Compare(a.seq, b.seq) })
-	return segs, nil
-}
-
-// scanJournal reads every segment in dir.
-func scanJournal(dir string) (*journalScan, error) {
-	segs, err := listSegments(dir)
-	if err != nil {
-		return nil, err
-	}
-	return scanSegments(segs), nil
-}
-
-// scanSegments reads segs, in order. A record that is damaged or cut
-// short is reported (with its item, when its envelope can still be read)
-// and skipped; the records after it are read.
-func scanSegments(segs []*segment) *journalScan {
-	s := &journalScan{entries: map[string]*jentry{}, segs: segs}
-	for _, seg := range segs {
-		s.maxSeq = seg.seq
-		data, err := os.ReadFile(seg.path)
-		if err != nil {
-			s.damage = append(s.damage, recordDamage{seg: seg.path, reason: err.Error()})
-			continue
-		}
-		s.parseSegment(seg, data)
-	}
-	return s
-}
-
-// damagedSegments is the set of segments with damage.
-func (s *journalScan) damagedSegments() map[string]bool {
-	m := map[string]bool{}
-	for _, d := range s.damage {
-		m[d.seg] = true
-	}
-	return m
-}
-
-// parseSegment reads the records of one segment.
-func (s *journalScan) parseSegment(seg *segment, data []byte) {
-	pos := 0
-	for pos < len(data) {
-		kind, payload, n, why := decodeRecord(data[pos:])
-		if why != nil {
-			reason := why.Error()
-			if why == errTorn {
-				// A write cut short by a crash (never acknowledged), or a
-				// file cut short since: which one, nothing tells.
-				reason = "incomplete record: a write cut short by a crash (never acknowledged) or a truncated file"
-			}
-			s.damage = append(s.damage, recordDamage{seg: seg.path, off: pos, id: guessID(data[pos:]), reason: reason})
-			// With a sound header, the next record follows this one;
-			// otherwise look for it.
-			next := pos + n
-			if n == 0 || (next < len(data) && !framed(data[next:])) {
-				next = resync(data, pos+1)
-			}
-			if next < 0 {
-				break
-			}
-			pos = next
-			continue
-		}
-		switch kind {
-		case kindMessage:
-			env, loc, err := decodeMessage(seg, int64(pos), payload)
-			if err != nil {
-				s.damage = append(s.damage, recordDamage{seg: seg.path, off: pos, id: guessID(data[pos:]), reason: err.Error()})
-				break
-			}
-			s.entries[env.ID] = &jentry{env: env, loc: loc}
-		case kindDone, kindMoved:
-			delete(s.entries, string(payload))
-		}
-		pos += n
-	}
-}
-
-// guessID returns the id of the item a damaged M record held, if its
-// envelope still reads, for the log; "" otherwise.
-func guessID(b []byte) string {
-	if len(b) < recHeaderLen+4 || b[4] != kindMessage {
-		return ""
-	}
-	p := b[recHeaderLen:]
-	el := binary.BigEndian.Uint32(p[:4])
-	if uint64(el) > uint64(len(p)-4) || el > maxEnvelopeBytes {
-		return ""
-	}
-	var w struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(p[4:4+el], &w) != nil || !validID(w.ID) {
-		return ""
-	}
-	return w.ID
-}
-
-var errTorn = errors.New("incomplete record")
-
-// decodeRecord reads the record at the start of b: its kind, its payload
-// and its whole length.
-func decodeRecord(b []byte) (kind byte, payload []byte, n int, err error) {
-	if len(b) < recHeaderLen {
-		if bytes.HasPrefix([]byte(recMagic), b[:min(len(b), 4)]) {
-			return 0, nil, 0, errTorn
-		}
-		return 0, nil, 0, errors.New("not a record")
-	}
-	if string(b[:4]) != recMagic {
-		return 0, nil, 0, errors.New("not a record")
-	}
-	kind = b[4]
-	l := binary.BigEndian.Uint32(b[5:9])
-	if l > maxRecordPayload {
-		return 0, nil, 0, fmt.Errorf("record length %d out of range", l)
-	}
-	if uint64(len(b)) < uint64(recHeaderLen)+uint64(l) {
-		return 0, nil, 0, errTorn
-	}
-	payload = b[recHeaderLen : recHeaderLen+int(l)]
-	crc := crc32.Update(crc32.Checksum([]byte{kind}, castagnoli), castagnoli, payload)
-	if crc != binary.BigEndian.Uint32(b[9:13]) {
-		// The length is returned: if the header is sound, the next record
-		// starts there.
-		return 0, nil, recHeaderLen + int(l), errors.New("checksum mismatch")
-	}
-	switch kind {
-	case kindMessage:
-	case kindDone, kindMoved:
-		if !validID(string(payload)) {
-			return 0, nil, 0, errors.New("bad item id in record")
-		}
-	default:
-		return 0, nil, 0, fmt.Errorf("unknown record kind %q", kind)
-	}
-	return kind, payload, recHeaderLen + int(l), nil
-}
-
-// decodeMessage checks an M record's envelope and message.
-func decodeMessage(seg *segment, recOff int64, payload []byte) (*envelope, jloc, error) {
-	if len(payload) < 4 {
-		return nil, jloc{}, errors.New("message record too short")
-	}
-	el := binary.BigEndian.Uint32(payload[:4])
-	if uint64(el) > uint64(len(payload)-4) {
-		return nil, jloc{}, errors.New("envelope length out of range")
-	}
-	name := fmt.Sprintf("%s@%d", seg.path, recOff)
-	env, err := readEnvelope(name, bytes.NewReader(payload[4:4+el]))
-	if err != nil {
-		return nil, jloc{}, err
-	}
-	msg := payload[4+el:]
-	if int64(len(msg)) != env.Size {
-		return nil, jloc{}, fmt.Errorf("message of %s has %d bytes, its envelope says %d", env.ID, len(msg), env.Size)
-	}
-	if err := checkSum(msg, env); err != nil {
-		return nil, jloc{}, err
-	}
-	return env, jloc{seg: seg, off: recOff + recHeaderLen + 4 + int64(el)}, nil
-}
-
-// open returns the message bytes of a journaled item.
-func (l jloc) open(size int64) (io.ReadCloser, error) {
-	f, err := os.Open(l.seg.path)
-	if err != nil {
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(f, l.off, size), f}, nil
-}
-
-// resync returns the offset of the first record with a sound header at or
-// after from, or -1.
-func resync(data []byte, from int) int {
-	for from < len(data) {
-		i := bytes.Index(data[from:], []byte(recMagic))
-		if i < 0 {
-			return -1
-		}
-		if framed(data[from+i:]) {
-			return from + i
-		}
-		from += i + 1
-	}
-	return -1
-}
-
-// framed reports whether b starts with a sound record header: the magic, a
-// known kind, and a length that fits in b (the payload may still be
-// damaged).
-func framed(b []byte) bool {
-	if len(b) < recHeaderLen || string(b[:4]) != recMagic {
-		return false
-	}
-	switch b[4] {
-	case kindMessage, kindDone, kindMoved:
-	default:
-		return false
-	}
-	l := binary.BigEndian.Uint32(b[5:9])
-	return l <= maxRecordPayload && uint64(len(b)) >= uint64(recHeaderLen)+uint64(l)
 }

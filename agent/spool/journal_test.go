@@ -184,7 +184,7 @@ func TestJournalTornTail(t *testing.T) {
 	b := h.put("alice@example.com", "carol@example.org")
 	crash(h.q)
 	seg := segments(t, h.dir)[0]
-	rec := messageRecord([]byte(`{"version":1}`), []byte("a message that was being written"))
+	rec := messageRecord([]byte(`{"version":1}`), [][]byte{[]byte("a message that was being written")})
 	f, err := os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -362,7 +362,7 @@ func TestReadDirSeesJournal(t *testing.T) {
 func FuzzScanSegment(f *testing.F) {
 	env := newEnvelope("189cab0a10fa62000769ea34", t0, "a@example.com", []string{"b@example.org"}, int64(len(testMessage)), nil)
 	data, _ := env.marshal()
-	good := messageRecord(data, []byte(testMessage)).bytes()
+	good := messageRecord(data, [][]byte{[]byte(testMessage)}).bytes()
 	f.Add(good)
 	f.Add(append(append([]byte{}, good...), encodeRecord(kindDone, []byte(env.ID)).bytes()...))
 	f.Add(good[:len(good)-3])

@@ -264,7 +264,8 @@ func TestOpenOptionErrors(t *testing.T) {
 		{Options{Dir: t.TempDir(), MinBackoff: 10e9, MaxBackoff: 5e9}, "spool: max backoff 5s is shorter than min backoff 10s"},
 		{Options{Dir: t.TempDir(), Workers: -1}, "spool: workers must be positive, not -1"},
 		{Options{Dir: t.TempDir(), MaxLifetime: -1}, "spool: negative duration in options"},
-		{Options{Dir: "/proc/self/no/such/spool"}, "creating spool directory: mkdir /proc/self/no"},
+		{Options{Dir: t.TempDir(), MemoryBudget: -1}, "spool: memory budget must be positive, not -1"},
+		{Options{Dir: "/proc/self/no/such/spool"}, "creating data directory: mkdir /proc/self/no"},
 	} {
 		_, err := Open(tc.opt)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

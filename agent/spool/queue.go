@@ -1,12 +1,7 @@
 package spool
 
 import (
-	"bytes"
 	"container/heap"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +19,11 @@ import (
 
 // Options configure a Queue. Zero values take the defaults shown.
 type Options struct {
-	Dir         string        // the spool directory; created with mode 0700 if missing (required)
+	// Dir is the spool directory, created with mode 0700 if missing
+	// (required). It and the directory holding it (the agent's data_dir)
+	// must belong to the user the process runs as and be writable by no
+	// one else; Open refuses them otherwise.
+	Dir         string
 	Hostname    string        // names this host in DSNs (MAILER-DAEMON@Hostname, Reporting-MTA); default os.Hostname()
 	MinBackoff  time.Duration // delay before the first retry; default 30s
 	MaxBackoff  time.Duration // longest delay between retries; default 30m
@@ -34,6 +33,10 @@ type Options struct {
 	// in-flight deliveries to finish before cancelling them; default 30s.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger // default: discard
+	// MemoryBudget bounds the bytes of message bodies held in memory at
+	// once by the Puts in progress; a message that does not fit streams to
+	// a file of its own instead (see membuf.go). Default 32 MiB.
+	MemoryBudget int64
 
 	// TestHookBeforeSync is a test seam, not a feature: if set, it is called
 	// before every fsync the spool makes, with the path of the file or
@@ -59,6 +62,7 @@ const (
 	DefaultMaxLifetime  = 120 * time.Hour
 	DefaultWorkers      = 20
 	DefaultDrainTimeout = 30 * time.Second
+	DefaultMemoryBudget = 32 << 20
 )
 
 func (o Options) withDefaults() (Options, error) {
@@ -84,6 +88,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Workers == 0 {
 		o.Workers = DefaultWorkers
 	}
+	if o.MemoryBudget == 0 {
+		o.MemoryBudget = DefaultMemoryBudget
+	}
 	switch {
 	case o.MinBackoff < 0 || o.MaxBackoff < 0 || o.MaxLifetime < 0 || o.DrainTimeout < 0:
 		return o, errors.New("spool: negative duration in options")
@@ -91,6 +98,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("spool: max backoff %s is shorter than min backoff %s", o.MaxBackoff, o.MinBackoff)
 	case o.Workers < 0:
 		return o, fmt.Errorf("spool: workers must be positive, not %d", o.Workers)
+	case o.MemoryBudget < 0:
+		return o, fmt.Errorf("spool: memory budget must be positive, not %d", o.MemoryBudget)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -141,8 +150,10 @@ type Queue struct {
 	items    map[string]*item
 	sched    schedule // items waiting for their next attempt
 	inflight int      // deliveries running
+	held     int      // items in the failed state (item.held)
 	closed   bool
 
+	mem   budget // for the bodies of messages being received
 	stats counters
 }
 
@@ -154,13 +165,16 @@ type item struct {
 	running  bool     // a delivery attempt owns it
 	deleted  bool     // removed by Delete
 	retryNow bool     // Retry was called while it was running
+	// held: it failed and no DSN can be sent for it (see envelope.held);
+	// it stays, out of the schedule, until deleted or retried by ID.
+	held bool
 
 	// fileMu orders writes of the envelope with the removal of the files.
 	fileMu sync.Mutex
 }
 
 type counters struct {
-	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures atomic.Uint64
+	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures, spilled atomic.Uint64
 }
 
 // Stats are the queue's counters since Open, and the number of items queued.
@@ -173,7 +187,10 @@ type Stats struct {
 	Expired     uint64 // recipients that expired at MaxLifetime (also in Failed)
 	Quarantined uint64 // damaged items moved to quarantine at Open
 	PutFailures uint64 // Puts that returned an error
-	Queued      int    // items in the queue now (a gauge)
+	Spilled     uint64 // messages streamed to their own file as they arrived: too big for the journal or the memory budget
+	Queued      int    // items in the queue now, Held included (a gauge)
+	Held        int    // items kept in the failed state, no DSN possible (a gauge)
+	Buffered    int64  // bytes of memory held for messages being received (a gauge; at most Options.MemoryBudget)
 }
 
 // Info describes a queued item.
@@ -186,6 +203,10 @@ type Info struct {
 	Attempts    int
 	NextAttempt time.Time
 	LastError   string
+	// Held: the item failed and no DSN can be sent for it (its sender is
+	// the null sender, as a DSN's is). It stays in the queue, never tried
+	// again, until it is deleted (or retried by its ID).
+	Held bool
 }
 
 // RcptInfo is one recipient of an item.
@@ -198,7 +219,7 @@ type RcptInfo struct {
 func infoOf(e *envelope) Info {
 	in := Info{
 		ID: e.ID, Received: e.Received, Size: e.Size, From: e.From,
-		Attempts: e.Attempts, NextAttempt: e.NextAttempt, LastError: e.LastError,
+		Attempts: e.Attempts, NextAttempt: e.NextAttempt, LastError: e.LastError, Held: e.held(),
 	}
 	for _, r := range e.Recipients {
 		in.Recipients = append(in.Recipients, RcptInfo{Address: r.Address, State: r.State, LastError: r.LastError})
@@ -207,7 +228,9 @@ func infoOf(e *envelope) Info {
 }
 
 // Open opens the spool in opt.Dir, creating it (mode 0700) if needed, and
-// locks it against other agents. It loads every complete item and schedules
+// locks it against other agents. It refuses, with a *DirError, a spool
+// directory, or a directory holding it, that belongs to another user or
+// that group or others may write. It loads every complete item and schedules
 // it, removes leftover temporary files, and moves incomplete or damaged items
 // to the quarantine subdirectory, logging one line for each. Call Close when
 // done.
@@ -216,16 +239,33 @@ func Open(opt Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	created := false
-	if _, err := os.Stat(opt.Dir); errors.Is(err, fs.ErrNotExist) {
-		created = true
+	// The spool and the directory that holds it (the agent's data_dir) must
+	// be the agent's alone: whoever else can write either could swap files
+	// under it.
+	parent := filepath.Dir(filepath.Clean(opt.Dir))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+	if err := checkDir("data directory", parent); err != nil {
+		return nil, err
+	}
+	created := false
+	if err := os.Mkdir(opt.Dir, 0o700); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
 	dirf, err := os.Open(opt.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening spool directory: %w", err)
+	}
+	fi, err := dirf.Stat()
+	if err == nil {
+		err = checkDirInfo(fi, "spool directory", opt.Dir)
+	}
+	if err != nil {
+		dirf.Close()
+		return nil, err
 	}
 	if err := lockDir(dirf); err != nil {
 		dirf.Close()
@@ -237,9 +277,10 @@ func Open(opt Options) (*Queue, error) {
 		st:    newStore(opt.Dir, dirf, opt.TestHookBeforeSync),
 		wake:  make(chan struct{}, 1),
 		items: make(map[string]*item),
+		mem:   budget{limit: opt.MemoryBudget},
 	}
 	if created {
-		if err := q.st.syncDirPath(filepath.Dir(filepath.Clean(opt.Dir))); err != nil {
+		if err := q.st.syncDirPath(parent); err != nil {
 			dirf.Close()
 			return nil, fmt.Errorf("creating spool directory: %w", err)
 		}
@@ -288,464 +329,6 @@ func (q *Queue) Close() error {
 // WaitLoaded returns once the items queued before Open are loaded (or the
 // loading stopped).
 func (q *Queue) WaitLoaded() { <-q.loaded }
-
-// addLoaded schedules an item found on disk, unless it is already there.
-func (q *Queue) addLoaded(it *item) {
-	q.mu.Lock()
-	if _, dup := q.items[it.env.ID]; !dup {
-		q.items[it.env.ID] = it
-		heap.Push(&q.sched, it)
-	}
-	q.mu.Unlock()
-	q.kick()
-}
-
-// itemFile splits a spool file name into an item ID and suffix (msgSuffix or
-// envSuffix).
-func itemFile(name string) (id, suffix string, ok bool) {
-	for _, s := range []string{msgSuffix, envSuffix} {
-		if id, found := strings.CutSuffix(name, s); found && validID(id) {
-			return id, s, true
-		}
-	}
-	return "", "", false
-}
-
-// load scans the spool directory and then the journal segments old that
-// were there at Open, scheduling what it finds.
-func (q *Queue) load(old []*segment) error {
-	entries, err := os.ReadDir(q.opt.Dir)
-	if err != nil {
-		return fmt.Errorf("reading spool directory: %w", err)
-	}
-	type files struct{ msg, env bool }
-	found := make(map[string]*files)
-	fileItems := make(map[string]bool)
-	var ids []string
-	changed := false
-	for _, e := range entries {
-		name := e.Name()
-		path := filepath.Join(q.opt.Dir, name)
-		if (name == quarantineDir || name == journalDir) && e.IsDir() {
-			continue
-		}
-		if base, ok := strings.CutSuffix(name, tmpSuffix); ok {
-			if _, _, ok := itemFile(base); ok {
-				// A Put or envelope rewrite that never finished: not
-				// acknowledged (or superseded by the committed envelope).
-				if err := os.Remove(path); err != nil {
-					q.log.Error("spool: cannot remove leftover temporary file", "file", path, "err", err)
-				} else {
-					q.log.Info("spool: removed leftover temporary file", "file", path)
-					changed = true
-				}
-				continue
-			}
-		}
-		id, suffix, ok := itemFile(name)
-		if !ok {
-			q.log.Warn("spool: ignoring unknown file in spool directory", "file", path)
-			continue
-		}
-		f := found[id]
-		if f == nil {
-			f = &files{}
-			found[id] = f
-			ids = append(ids, id)
-		}
-		if suffix == msgSuffix {
-			f.msg = true
-		} else {
-			f.env = true
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if q.loadQuit.Load() {
-			return errors.New("stopped by Close")
-		}
-		f := found[id]
-		msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
-		var reason error
-		var env *envelope
-		switch {
-		case !f.env:
-			reason = errors.New("message file without an envelope (a Put that never completed, so never acknowledged)")
-		case !f.msg:
-			reason = fmt.Errorf("message file %s is missing", msgPath)
-		default:
-			env, reason = readEnvelopeFile(envPath)
-			if reason == nil {
-				reason = checkMessageFile(msgPath, id, env)
-			}
-		}
-		if reason != nil {
-			var paths []string
-			if f.msg {
-				paths = append(paths, msgPath)
-			}
-			if f.env {
-				paths = append(paths, envPath)
-			}
-			q.quarantine(id, paths, reason)
-			changed = true
-			continue
-		}
-		fileItems[id] = true
-		q.addLoaded(&item{env: *env, index: -1})
-	}
-	if changed {
-		if err := q.st.dirSync.sync(); err != nil {
-			return err
-		}
-	}
-	return q.loadJournal(old, fileItems)
-}
-
-// loadJournal schedules the items the segments old hold. An item that
-// also has its own files was moved out of the journal: its files win.
-func (q *Queue) loadJournal(old []*segment, fileItems map[string]bool) error {
-	defer q.j.adopted(old)
-	scan := scanSegments(old)
-	for seg := range scan.damagedSegments() {
-		q.quarantineCopy(seg)
-	}
-	for _, d := range scan.damage {
-		q.stats.quarantined.Add(1)
-		q.log.Warn("spool: damaged journal record skipped; a copy of its segment is in quarantine",
-			"file", d.seg, "offset", d.off, "id", d.id, "reason", d.reason)
-	}
-	for id, e := range scan.entries {
-		if fileItems[id] {
-			continue
-		}
-		q.j.mu.Lock()
-		e.loc.seg.live++
-		q.j.mu.Unlock()
-		loc := e.loc
-		q.addLoaded(&item{env: *e.env, jl: &loc, index: -1})
-	}
-	return nil
-}
-
-// quarantineCopy keeps a copy of a damaged journal segment in the
-// quarantine directory (the segment itself stays: its other records are
-// good).
-func (q *Queue) quarantineCopy(path string) {
-	qdir := filepath.Join(q.opt.Dir, quarantineDir)
-	dst := filepath.Join(qdir, "journal-"+filepath.Base(path))
-	for n := 1; ; n++ {
-		if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		dst = filepath.Join(qdir, fmt.Sprintf("journal-%s.%d", filepath.Base(path), n))
-	}
-	err := os.MkdirAll(qdir, 0o700)
-	if err == nil {
-		err = copyFile(path, dst)
-	}
-	if err == nil {
-		err = q.st.syncDirPath(qdir)
-	}
-	if err != nil {
-		q.log.Error("spool: cannot copy a damaged journal segment to quarantine", "file", path, "err", err)
-		return
-	}
-	q.log.Info("spool: copied damaged journal segment to quarantine", "file", path, "copy", dst)
-}
-
-// copyFile copies src to a new file dst (mode 0600) and fsyncs it.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// checkMessageFile checks that the message file of env is there with the
-// size and, if the envelope records one, the SHA-256 the envelope records.
-func checkMessageFile(path, id string, env *envelope) error {
-	if env.ID != id {
-		return fmt.Errorf("envelope id %s does not match its file name", env.ID)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("message file %s is not a regular file", path)
-	}
-	if fi.Size() != env.Size {
-		return fmt.Errorf("message file %s has %d bytes, the envelope says %d", path, fi.Size(), env.Size)
-	}
-	if env.SHA256 == "" {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sum := sha256.New()
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	if _, err := io.CopyBuffer(sum, f, *buf); err != nil {
-		return fmt.Errorf("reading message file %s: %w", path, err)
-	}
-	if hex.EncodeToString(sum.Sum(nil)) != env.SHA256 {
-		return fmt.Errorf("message file %s does not match the SHA-256 in its envelope (damaged on disk)", path)
-	}
-	return nil
-}
-
-// checkSum checks msg against the SHA-256 env records, if it records one.
-func checkSum(msg []byte, env *envelope) error {
-	if env.SHA256 == "" {
-		return nil
-	}
-	sum := sha256.Sum256(msg)
-	if hex.EncodeToString(sum[:]) != env.SHA256 {
-		return fmt.Errorf("message of %s does not match the SHA-256 in its envelope (damaged on disk)", env.ID)
-	}
-	return nil
-}
-
-// quarantine moves an item's files to the quarantine directory and logs
-// one line naming them. Nothing is deleted.
-func (q *Queue) quarantine(id string, paths []string, reason error) {
-	qdir := filepath.Join(q.opt.Dir, quarantineDir)
-	fail := func(err error) {
-		q.log.Error("spool: damaged item left in place: cannot quarantine it", "id", id, "files", paths, "reason", reason.Error(), "err", err)
-	}
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
-		fail(err)
-		return
-	}
-	var moved []string
-	for _, p := range paths {
-		dst := filepath.Join(qdir, filepath.Base(p))
-		for n := 1; ; n++ {
-			if _, err := os.Lstat(dst); errors.Is(err, fs.ErrNotExist) {
-				break
-			}
-			dst = filepath.Join(qdir, fmt.Sprintf("%s.%d", filepath.Base(p), n))
-		}
-		if err := os.Rename(p, dst); err != nil {
-			fail(err)
-			return
-		}
-		moved = append(moved, dst)
-	}
-	if err := q.st.syncDirPath(qdir); err != nil {
-		q.log.Error("spool: fsync of quarantine directory failed", "dir", qdir, "err", err)
-	}
-	q.stats.quarantined.Add(1)
-	q.log.Warn("spool: quarantined damaged item", "id", id, "files", paths, "moved_to", moved, "reason", reason.Error())
-}
-
-// Put stores a message for delivery from from ("" for the null sender) to
-// the recipients to, reading its body (header and body, CRLF line endings)
-// from body as a stream. It returns the item's ID only once the message and
-// its envelope are durable. On any failure it removes what it wrote and
-// returns an error; an error from body is wrapped, so errors.Is and
-// errors.As find it.
-func (q *Queue) Put(ctx context.Context, from string, to []string, body io.Reader) (string, error) {
-	id, size, err := q.put(ctx, from, to, body)
-	if err != nil {
-		q.stats.putFailures.Add(1)
-		return "", err
-	}
-	q.stats.accepted.Add(1)
-	q.log.Debug("spool: queued", "id", id, "from", from, "rcpts", len(to), "size", size) // the listener logs the acceptance
-	return id, nil
-}
-
-// bodyReader remembers the error of the reader it wraps, so that Put can
-// tell the sender's error from its own. It also hides io.WriterTo.
-type bodyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
-}
-
-// copyBufs are the buffers bodies are copied to disk through.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (q *Queue) put(ctx context.Context, from string, to []string, body io.Reader) (id string, size int64, err error) {
-	if err := checkAddress(from, true); err != nil {
-		return "", 0, fmt.Errorf("sender %q: %w: %v", from, ErrBadAddress, err)
-	}
-	switch {
-	case len(to) == 0:
-		return "", 0, fmt.Errorf("no recipients: %w", ErrBadAddress)
-	case len(to) > maxRecipients:
-		return "", 0, fmt.Errorf("%d recipients, more than %d: %w", len(to), maxRecipients, ErrBadAddress)
-	}
-	for i, a := range to {
-		if err := checkAddress(a, false); err != nil {
-			return "", 0, fmt.Errorf("recipient %d %q: %w: %v", i+1, a, ErrBadAddress, err)
-		}
-	}
-	q.mu.Lock()
-	closed := q.closed
-	q.mu.Unlock()
-	if closed {
-		return "", 0, ErrClosed
-	}
-
-	now := q.opt.testNow().UTC()
-	id = newID(now)
-	src := &bodyReader{r: body}
-
-	// A message that fits in journalMaxMessage goes through the journal,
-	// one record in a group commit; a bigger one is streamed to files of
-	// its own.
-	bb := bodyBufs.Get().(*bytes.Buffer)
-	bb.Reset()
-	defer func() {
-		if bb.Cap() <= 2*journalMaxMessage {
-			bodyBufs.Put(bb)
-		}
-	}()
-	n, cerr := io.CopyN(bb, src, journalMaxMessage+1)
-	switch {
-	case src.err != nil:
-		return "", 0, fmt.Errorf("reading message body: %w", src.err)
-	case cerr != nil && cerr != io.EOF:
-		return "", 0, fmt.Errorf("reading message body: %w", cerr)
-	case ctx.Err() != nil:
-		return "", 0, ctx.Err()
-	}
-	var it *item
-	if n <= journalMaxMessage && !q.opt.testNoJournal {
-		it, err = q.putJournal(id, now, from, to, bb.Bytes())
-	} else {
-		it, err = q.putFiles(ctx, id, now, from, to, io.MultiReader(bytes.NewReader(bb.Bytes()), src), src)
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	q.mu.Lock()
-	q.items[id] = it
-	heap.Push(&q.sched, it)
-	q.mu.Unlock()
-	q.kick()
-	return id, it.env.Size, nil
-}
-
-// bodyBufs hold message bodies on their way into the journal.
-var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// newEnvelope is the envelope of a message just received.
-func newEnvelope(id string, now time.Time, from string, to []string, size int64, sum []byte) envelope {
-	env := envelope{
-		Version: envelopeVersion, ID: id, Received: now, From: from, Size: size,
-		SHA256: hex.EncodeToString(sum), NextAttempt: now,
-		Recipients: make([]recipient, len(to)),
-	}
-	for i, a := range to {
-		env.Recipients[i] = recipient{Address: a, State: StatePending}
-	}
-	return env
-}
-
-// putJournal appends the message to the journal and returns once the
-// group commit that carries it is durable.
-func (q *Queue) putJournal(id string, now time.Time, from string, to []string, msg []byte) (*item, error) {
-	sum := sha256.Sum256(msg)
-	env := newEnvelope(id, now, from, to, int64(len(msg)), sum[:])
-	// Compact JSON in the journal: it is read by sealrelay, not edited.
-	data, err := json.Marshal(&env)
-	if err != nil {
-		return nil, fmt.Errorf("encoding envelope of %s: %w", id, err)
-	}
-	seg, off, err := q.j.append(messageRecord(data, msg), true)
-	if err != nil {
-		return nil, err
-	}
-	return &item{env: env, jl: &jloc{seg: seg, off: off + recHeaderLen + 4 + int64(len(data))}, index: -1}, nil
-}
-
-// putFiles streams the message to its own file and writes its envelope:
-// each a temporary file, written, fsynced and renamed, then the directory
-// fsynced. src is the body's reader, to tell its errors from the disk's.
-func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, r io.Reader, src *bodyReader) (it *item, err error) {
-	msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
-	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
-	defer func() {
-		if err != nil {
-			for _, p := range []string{envPath, msgPath, envTmp, msgTmp} {
-				os.Remove(p)
-			}
-		}
-	}()
-	sum := sha256.New()
-	var size int64
-	err = q.st.writeFile(msgTmp, true, func(w io.Writer) error {
-		buf := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(buf)
-		// io.MultiWriter hides *os.File's ReadFrom, so buf is used.
-		n, err := io.CopyBuffer(io.MultiWriter(w, sum), r, *buf)
-		size = n
-		switch {
-		case src.err != nil:
-			return fmt.Errorf("reading message body: %w", src.err)
-		case err != nil:
-			return fmt.Errorf("write %s: %w", msgTmp, err)
-		}
-		return ctx.Err()
-	})
-	if err != nil {
-		return nil, err
-	}
-	env := newEnvelope(id, now, from, to, size, sum.Sum(nil))
-	data, err := env.marshal()
-	if err != nil {
-		return nil, err
-	}
-	err = q.st.writeFile(envTmp, true, func(w io.Writer) error {
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("write %s: %w", envTmp, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err = ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err = os.Rename(msgTmp, msgPath); err != nil {
-		return nil, err
-	}
-	if err = os.Rename(envTmp, envPath); err != nil { // the commit point
-		return nil, err
-	}
-	if err = q.st.dirSync.sync(); err != nil {
-		return nil, err
-	}
-	return &item{env: env, index: -1}, nil
-}
 
 // opener returns how to read it's message. Call with q.mu held.
 func (q *Queue) opener(it *item) func() (io.ReadCloser, error) {
@@ -796,34 +379,23 @@ func (q *Queue) writeEnvelope(it *item) error {
 // the journal forget it. Call with it.fileMu held.
 func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error {
 	msgPath, envPath := q.st.path(env.ID, msgSuffix), q.st.path(env.ID, envSuffix)
-	msgTmp, envTmp := msgPath+tmpSuffix, envPath+tmpSuffix
 	rc, err := jl.open(env.Size)
 	if err != nil {
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
 	}
 	defer rc.Close()
-	err = q.st.writeFile(msgTmp, false, func(w io.Writer) error {
-		_, err := io.Copy(w, rc)
+	err = q.st.write(msgPath, func(w io.Writer) error {
+		buf := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(buf)
+		_, err := io.CopyBuffer(w, rc, *buf)
 		return err
 	})
 	if err == nil {
-		err = q.st.writeFile(envTmp, false, func(w io.Writer) error {
-			_, err := w.Write(envData)
-			return err
-		})
-	}
-	if err == nil {
-		err = os.Rename(msgTmp, msgPath)
-	}
-	if err == nil {
-		err = os.Rename(envTmp, envPath)
-	}
-	if err == nil {
-		err = q.st.dirSync.sync()
+		err = q.st.replace(envPath, envData)
 	}
 	if err != nil {
 		// The item stays in the journal, as it was; no half-moved files.
-		for _, p := range []string{envPath, msgPath, envTmp, msgTmp} {
+		for _, p := range []string{envPath, msgPath} {
 			os.Remove(p)
 		}
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
@@ -870,7 +442,8 @@ func (q *Queue) List() []Info {
 }
 
 // Retry makes the item id, or every item if id is "", due now, and records
-// that in its envelope.
+// that in its envelope. A held item (Info.Held) is retried only when named
+// by its ID: its failed recipients become pending again.
 func (q *Queue) Retry(id string) error {
 	<-q.loaded
 	now := q.opt.testNow().UTC()
@@ -894,6 +467,14 @@ func (q *Queue) Retry(id string) error {
 			it.retryNow = true
 			continue
 		}
+		if it.held {
+			if id == "" {
+				continue // a held item is retried only by its ID
+			}
+			q.release(it)
+			write = append(write, it)
+			continue
+		}
 		it.env.NextAttempt = now
 		if it.index >= 0 {
 			heap.Fix(&q.sched, it.index)
@@ -913,6 +494,21 @@ func (q *Queue) Retry(id string) error {
 	return errors.Join(errs...)
 }
 
+// release makes the held item it's failed recipients pending again and
+// schedules it now. Call with q.mu held.
+func (q *Queue) release(it *item) {
+	for i := range it.env.Recipients {
+		if r := &it.env.Recipients[i]; r.State == StateFailed {
+			r.State, r.Status = StatePending, ""
+		}
+	}
+	it.held = false
+	q.held--
+	it.env.NextAttempt = q.opt.testNow().UTC()
+	heap.Push(&q.sched, it)
+	q.log.Info("spool: held item released by operator", "id", it.env.ID)
+}
+
 // Delete removes the item id from the queue and the disk. A delivery in
 // progress for it finishes, but its result is dropped.
 func (q *Queue) Delete(id string) error {
@@ -928,6 +524,10 @@ func (q *Queue) Delete(id string) error {
 	if it.index >= 0 {
 		heap.Remove(&q.sched, it.index)
 	}
+	if it.held {
+		it.held = false
+		q.held--
+	}
 	q.mu.Unlock()
 	if err := q.removeFiles(it, id); err != nil {
 		return fmt.Errorf("delete %s: %w", id, err)
@@ -939,13 +539,14 @@ func (q *Queue) Delete(id string) error {
 // Stats returns the counters and the number of queued items.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
-	queued := len(q.items)
+	queued, held := len(q.items), q.held
 	q.mu.Unlock()
 	c := &q.stats
 	return Stats{
 		Accepted: c.accepted.Load(), Delivered: c.delivered.Load(), Deferred: c.deferred.Load(),
 		Failed: c.failed.Load(), Bounced: c.bounced.Load(), Expired: c.expired.Load(),
-		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Queued: queued,
+		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Spilled: c.spilled.Load(),
+		Queued: queued, Held: held, Buffered: q.mem.used.Load(),
 	}
 }
 

@@ -127,6 +127,10 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 		q.mu.Unlock()
 		q.attempt(ctx, d, &env, pending, open)
 	}
+	if len(env.pending()) == 0 && env.held() {
+		q.hold(it, &env)
+		return
+	}
 	if len(env.pending()) == 0 {
 		err := q.finish(it, &env)
 		if err == nil {
@@ -253,6 +257,39 @@ func (q *Queue) backoff(attempts int) time.Duration {
 	}
 	d = min(d, q.opt.MaxBackoff)
 	return time.Duration(float64(d) * (0.8 + 0.4*q.opt.testRand()))
+}
+
+// hold keeps an item that failed with nobody to tell (see envelope.held)
+// in the failed state: its envelope records the outcome, and it leaves the
+// schedule until an operator deletes or retries it.
+func (q *Queue) hold(it *item, env *envelope) {
+	q.mu.Lock()
+	if it.deleted {
+		q.mu.Unlock()
+		return
+	}
+	it.env = *env
+	q.mu.Unlock()
+	if err := q.writeEnvelope(it); err != nil {
+		// Held in memory only: after a restart the item is tried again
+		// from its last recorded state, and held again. Never lost.
+		q.log.Error("spool: cannot record delivery outcome", "id", env.ID, "err", err)
+	}
+	var failed []string
+	for _, r := range env.Recipients {
+		if r.State == StateFailed {
+			failed = append(failed, r.Address)
+		}
+	}
+	q.mu.Lock()
+	it.running, it.retryNow = false, false
+	if !it.deleted {
+		it.held = true
+		q.held++
+	}
+	q.mu.Unlock()
+	q.log.Warn("spool: undeliverable, and no DSN can be sent (null sender): kept in the queue as failed until an operator deletes it",
+		"id", env.ID, "rcpts", failed, "err", env.LastError)
 }
 
 // finish ends an item with no recipient pending: it queues a DSN if any

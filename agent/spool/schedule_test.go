@@ -220,23 +220,6 @@ func TestMixedResults(t *testing.T) {
 	}
 }
 
-func TestNullSenderGetsNoDSN(t *testing.T) {
-	h := newHarness(t, Options{})
-	d := &fakeDeliverer{respond: all(Permanent, errors.New("550 5.1.1 user unknown"))}
-	id := h.put("", "bob@example.org")
-	h.run(d)
-	h.waitProcessed(id)
-	if s := h.q.Stats(); s.Failed != 1 || s.Bounced != 0 || s.Queued != 0 {
-		t.Errorf("stats = %+v, want 1 failed, no DSN, empty queue", s)
-	}
-	if files := filesIn(t, h.dir); len(files) != 0 {
-		t.Errorf("files left in the spool: %v", files)
-	}
-	if n := len(d.deliveries()); n != 1 {
-		t.Errorf("%d deliveries, want 1 (no DSN)", n)
-	}
-}
-
 // TestExpiry: a recipient still pending when the item reaches MaxLifetime
 // fails with "expired after ...", including the last error, and the sender
 // gets a DSN with status 4.4.7. The last attempt happens at the lifetime's

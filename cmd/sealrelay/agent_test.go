@@ -203,7 +203,7 @@ func writeCred(t *testing.T, dir, user, pass string) {
 }
 
 // TestPermanentFailureDSN: a 5xx for a recipient sends a DSN back to the
-// sender (through the relay); a null-sender message gets none.
+// sender (through the relay); a null-sender message gets none, and is held.
 func TestPermanentFailureDSN(t *testing.T) {
 	dir := t.TempDir()
 	rigFiles(t, dir, rigUser, rigPass)
@@ -230,13 +230,15 @@ func TestPermanentFailureDSN(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the spool to empty", func() bool { return len(a.Queue().List()) == 0 })
 
-	// The null sender: the failure is final, and no DSN is made.
+	// The null sender: the failure is final, and no DSN is made; the
+	// message is held in the queue until an operator deletes it.
 	before := a.Queue().Stats().Bounced
 	if err := sendFrom(a.Addr().String(), "", "nosuchuser@example.net", "<dsn.2@rig>"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 15*time.Second, "the null-sender message to fail", func() bool {
-		return a.Queue().Stats().Failed >= 2 && len(a.Queue().List()) == 0
+		s := a.Queue().Stats()
+		return s.Failed >= 2 && s.Held == 1 && s.Queued == 1
 	})
 	if got := a.Queue().Stats().Bounced; got != before {
 		t.Errorf("a null-sender message produced a DSN")

@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent"
@@ -73,8 +78,13 @@ func cmdQueue(e *env, args []string) error {
 }
 
 // offlineQueue opens the spool itself when no agent runs (the spool's lock
-// keeps the two from acting at once).
+// keeps the two from acting at once). Only the spool's owner may: files
+// another user (root) wrote there could not be used by the agent, so any
+// other user is refused, with the command to run instead.
 func offlineQueue(cfg *agent.Config, verb, id string) error {
+	if err := checkSpoolOwner(cfg, verb, id); err != nil {
+		return err
+	}
 	q, err := spool.Open(spool.Options{Dir: cfg.SpoolDir(), Hostname: cfg.Hostname})
 	if err != nil {
 		return err
@@ -86,9 +96,35 @@ func offlineQueue(cfg *agent.Config, verb, id string) error {
 	return q.Retry(id)
 }
 
-// printQueue writes items as mailq does: one block per message, the id,
-// size, arrival and sender on the first line, then the last error, then
-// the recipients; plus this agent's age and attempt count.
+// checkSpoolOwner refuses to act on a spool that belongs to another user.
+func checkSpoolOwner(cfg *agent.Config, verb, id string) error {
+	for _, dir := range []string{cfg.SpoolDir(), cfg.DataDir} {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			continue // spool.Open says what is wrong
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || int(st.Uid) == os.Geteuid() {
+			continue
+		}
+		owner := strconv.Itoa(int(st.Uid))
+		if u, err := user.LookupId(owner); err == nil {
+			owner = u.Username
+		}
+		cmd := strings.Join(slices.DeleteFunc([]string{"sealrelay", "queue", verb, id, "-c", cfg.File}, func(s string) bool { return s == "" }), " ")
+		return &hinted{
+			err: fmt.Errorf("no agent is running, and %s belongs to %s: changing it as another user would leave files the agent cannot use; refusing",
+				dir, owner),
+			hint: fmt.Sprintf("run it as the spool's owner: sudo -u %s %s", owner, cmd),
+		}
+	}
+	return nil
+}
+
+// printQueue writes items as mailq does: one block per message, the id
+// (with "!" for a held item, which a line then explains), size, arrival
+// and sender on the first line, then the last error, then the recipients;
+// plus this agent's age and attempt count.
 func printQueue(w io.Writer, items []spool.Info, now time.Time) {
 	if len(items) == 0 {
 		fmt.Fprintln(w, "Mail queue is empty")
@@ -102,7 +138,14 @@ func printQueue(w io.Writer, items []spool.Info, now time.Time) {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(w, "%-20s %8d %-6s %-8d %s\n", it.ID, it.Size, age(now.Sub(it.Received)), it.Attempts, from)
+		id := it.ID
+		if it.Held {
+			id += "!" // as mailq marks a held message
+		}
+		fmt.Fprintf(w, "%-20s %8d %-6s %-8d %s\n", id, it.Size, age(now.Sub(it.Received)), it.Attempts, from)
+		if it.Held {
+			fmt.Fprintf(w, "%46s(failed, and no DSN can be sent for a message from <>: kept until `sealrelay queue delete %s`)\n", "", it.ID)
+		}
 		if it.LastError != "" {
 			fmt.Fprintf(w, "%46s(%s)\n", "", oneLine(it.LastError))
 		}

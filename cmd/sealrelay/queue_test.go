@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/upstream"
@@ -98,4 +103,163 @@ func TestQueueCommands(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
 	}
+}
+
+// TestUndeliverableDSNIsHeld: with auth = "disabled" and a relay that
+// refuses every recipient, a message fails, its DSN goes to the same relay
+// and is refused too. The DSN does not vanish: it is held in the queue,
+// `queue list` shows it (marked "!" and explained), the held-items metric
+// counts it, and `queue delete` removes it.
+func TestUndeliverableDSNIsHeld(t *testing.T) {
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	up := startUpstream(t, dir, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{{
+		Command: "RCPT", // every recipient
+		Reply:   &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "relaying denied"},
+	}}}})
+	cfg := rigConfig(t, dir, up.Addr(), relayOpts{Auth: "disabled", NoCred: true}, "")
+	a := startAgent(t, cfg)
+	if err := send(a.Addr().String(), "app@client.test", "someone@example.net", "<held@rig>"); err != nil {
+		t.Fatal(err)
+	}
+	spoolDir := filepath.Join(dir, "data", "spool")
+	var dsn spool.Info
+	waitFor(t, 15*time.Second, "the refused DSN to be recorded on disk", func() bool {
+		items, _ := spool.ReadDir(spoolDir)
+		if len(items) != 1 || items[0].From != "" || items[0].Recipients[0].State != spool.StateFailed {
+			return false
+		}
+		dsn = items[0]
+		return true
+	})
+	if got := dsn.Recipients[0].Address; got != "app@client.test" {
+		t.Fatalf("held item to %s, want the DSN to app@client.test", got)
+	}
+	if up.Count() != 0 {
+		t.Errorf("the upstream accepted %d messages, want none", up.Count())
+	}
+
+	code, out, errs := runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 {
+		t.Fatalf("queue list: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{dsn.ID + "!", "<>", "app@client.test [failed]", "relaying denied",
+		"no DSN can be sent", "sealrelay queue delete " + dsn.ID, "in 1 Request."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("queue list lacks %q:\n%s", want, out)
+		}
+	}
+	if got := gauge(t, a, "sealrelay_spool_held_items"); got != 1 {
+		t.Errorf("sealrelay_spool_held_items = %v, want 1", got)
+	}
+
+	if code, _, errs := runCLI(t, "queue", "delete", dsn.ID, "-c", cfg); code != 0 {
+		t.Fatalf("queue delete: exit %d: %s", code, errs)
+	}
+	if code, out, _ := runCLI(t, "queue", "list", "-c", cfg); code != 0 || !strings.Contains(out, "Mail queue is empty") {
+		t.Errorf("queue list after the delete: exit %d:\n%s", code, out)
+	}
+	if got := gauge(t, a, "sealrelay_spool_held_items"); got != 0 {
+		t.Errorf("sealrelay_spool_held_items after the delete = %v, want 0", got)
+	}
+}
+
+// gauge returns the value of the agent's metric name (-1 if missing).
+func gauge(t *testing.T, a *runningAgent, name string) float64 {
+	t.Helper()
+	mfs, err := a.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// TestOfflineQueueRefusesNonOwner: with no agent running, `queue retry`
+// and `queue delete` by a user other than the spool's owner (root, say)
+// are refused with the command to run instead, and change nothing: files
+// root wrote there would be unusable by the agent. `queue list` works.
+func TestOfflineQueueRefusesNonOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the spool to another user")
+	}
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	startUpstream(t, dir, upstream.Config{}) // for its CA file; nothing listens at the relay's address
+	cfg := rigConfig(t, dir, refuse.Addr(t), relayOpts{}, "")
+	a := startAgent(t, cfg)
+	if err := send(a.Addr().String(), "app@client.test", "one@example.net", "<offline@rig>"); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(dir, "data")
+	waitFor(t, 15*time.Second, "the first attempt on disk", func() bool {
+		items, _ := spool.ReadDir(filepath.Join(dataDir, "spool"))
+		return len(items) == 1 && items[0].Attempts == 1
+	})
+	id := a.Queue().List()[0].ID
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The spool belongs to nobody (uid 65534), as it would to sealrelay.
+	const nobody = 65534
+	chownTree(t, dataDir, nobody)
+	before := treeState(t, dataDir)
+
+	for _, args := range [][]string{{"retry", id}, {"retry"}, {"delete", id}} {
+		code, _, errs := runCLI(t, append(append([]string{"queue"}, args...), "-c", cfg)...)
+		cmd := strings.Join(append(append([]string{"sealrelay", "queue"}, args...), "-c", cfg), " ")
+		wantErr := "sealrelay: queue " + args[0] + ": no agent is running, and " + filepath.Join(dataDir, "spool") +
+			" belongs to nobody: changing it as another user would leave files the agent cannot use; refusing\n"
+		wantHint := "sealrelay: hint: run it as the spool's owner: sudo -u nobody " + cmd + "\n"
+		if code != 1 || errs != wantErr+wantHint {
+			t.Errorf("queue %v as root: exit %d, stderr:\n%s\nwant exit 1 and:\n%s%s", args, code, errs, wantErr, wantHint)
+		}
+	}
+	if after := treeState(t, dataDir); after != before {
+		t.Errorf("the refused commands changed the data directory:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	code, out, errs := runCLI(t, "queue", "list", "-c", cfg)
+	if code != 0 || !strings.Contains(out, id) {
+		t.Errorf("queue list as root: exit %d: %s\n%s", code, errs, out)
+	}
+}
+
+// chownTree gives dir and everything in it to uid.
+func chownTree(t *testing.T, dir string, uid int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, uid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// treeState lists every file under dir with its owner, mode and size.
+func treeState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s uid=%d %s %d %s\n", p, st.Uid, fi.Mode(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

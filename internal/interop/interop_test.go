@@ -329,14 +329,19 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	// disabled: sealrelay never sends AUTH, so Postfix refuses to relay
 	// (554 5.7.1 at RCPT). That is a permanent refusal: the recipient
 	// fails and the sender gets a DSN, which sealrelay sends through the
-	// same relay host, which refuses it too; a DSN from <> gets no DSN.
+	// same relay host, which refuses it too; a DSN from <> gets no DSN,
+	// so sealrelay holds it, visible in the queue, until an operator acts.
 	t.Run("disabled", func(t *testing.T) {
 		before := final.Count()
 		a, id, offset := run(t, "disabled", relayPass)
 		waitFor(t, 30*time.Second, "the recipient to fail and the DSN to be tried", func() bool {
 			st := a.Queue().Stats()
-			return st.Bounced == 1 && st.Failed == 2 && len(a.Queue().List()) == 0
+			return st.Bounced == 1 && st.Failed == 2 && st.Held == 1
 		})
+		if items := a.Queue().List(); len(items) != 1 || !items[0].Held || items[0].From != "" ||
+			items[0].Recipients[0].Address != "app@client.test" || items[0].Recipients[0].State != spool.StateFailed {
+			t.Errorf("queue %+v, want only the refused DSN to app@client.test, held", items)
+		}
 		log := since(offset)
 		for _, want := range []string{
 			"554 5.7.1 <user@example.net>: Recipient address rejected: Access denied; from=<app@client.test> to=<user@example.net>",
