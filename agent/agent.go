@@ -46,8 +46,6 @@ type Agent struct {
 // Options are the parts of an Agent that do not come from the config file.
 type Options struct {
 	Logger *slog.Logger
-	// TestHookBeforeSync is a test seam, not a feature: see spool.Options.
-	TestHookBeforeSync func(path string) error
 }
 
 // New builds an Agent from cfg and a credential source (which the caller
@@ -88,16 +86,15 @@ func New(cfg *Config, src secrets.Source, opt Options) (*Agent, error) {
 	}
 
 	a.queue, err = spool.Open(spool.Options{
-		Dir:                cfg.SpoolDir(),
-		Hostname:           cfg.Hostname,
-		MinBackoff:         cfg.Queue.MinBackoff.Duration,
-		MaxBackoff:         cfg.Queue.MaxBackoff.Duration,
-		MaxLifetime:        cfg.Queue.MaxLifetime.Duration,
-		Workers:            cfg.Queue.Workers,
-		DrainTimeout:       cfg.Queue.DrainTimeout.Duration,
-		MemoryBudget:       cfg.Queue.MemoryBudget,
-		Logger:             log.With("component", "spool"),
-		TestHookBeforeSync: opt.TestHookBeforeSync,
+		Dir:          cfg.SpoolDir(),
+		Hostname:     cfg.Hostname,
+		MinBackoff:   cfg.Queue.MinBackoff.Duration,
+		MaxBackoff:   cfg.Queue.MaxBackoff.Duration,
+		MaxLifetime:  cfg.Queue.MaxLifetime.Duration,
+		Workers:      cfg.Queue.Workers,
+		DrainTimeout: cfg.Queue.DrainTimeout.Duration,
+		MemoryBudget: cfg.Queue.MemoryBudget,
+		Logger:       log.With("component", "spool"),
 	})
 	if err != nil {
 		a.deliv.Close()

@@ -3,7 +3,6 @@ package spool
 import (
 	"context"
 	"flag"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +12,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testseam"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -224,4 +226,12 @@ func filesIn(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// setBeforeSync sets the spool's test seam (testseam.SpoolBeforeSync) for
+// the queues the test opens from now on, and clears it when the test ends.
+func setBeforeSync(t *testing.T, hook func(path string) error) {
+	t.Helper()
+	testseam.SpoolBeforeSync.Store(&hook)
+	t.Cleanup(func() { testseam.SpoolBeforeSync.Store(nil) })
 }

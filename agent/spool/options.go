@@ -30,12 +30,6 @@ type Options struct {
 	// a file of its own instead (see membuf.go). Default 32 MiB.
 	MemoryBudget int64
 
-	// TestHookBeforeSync is a test seam, not a feature: if set, it is called
-	// before every fsync the spool makes, with the path of the file or
-	// directory, and an error it returns is taken as that fsync's failure
-	// (a disk-full test returns syscall.ENOSPC). Leave it nil.
-	TestHookBeforeSync func(path string) error
-
 	// Test seams for this package's tests: the clock and the jitter source
 	// (a value in [0, 1)), nil meaning time.Now and math/rand; and a
 	// function called after each delivery attempt has been recorded.

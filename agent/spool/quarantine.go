@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sealrelay/sealrelay/internal/safeio"
 )
 
 // quarantineCopy keeps a copy of a damaged journal segment in the
@@ -17,7 +19,9 @@ func (q *Queue) quarantineCopy(path string) {
 	var dst string
 	if err == nil {
 		dst = freeName(qdir, "journal-"+filepath.Base(path))
-		err = writeAtomic(dst, q.st.fsync, func() error { return q.st.syncDirPath(qdir) }, func(w io.Writer) error {
+		opt := q.st.fileOptions()
+		opt.SyncDir = func() error { return q.st.syncDirPath(qdir) }
+		err = safeio.WriteFile(dst, func(w io.Writer) error {
 			in, err := os.Open(path)
 			if err != nil {
 				return err
@@ -25,7 +29,7 @@ func (q *Queue) quarantineCopy(path string) {
 			defer in.Close()
 			_, err = io.Copy(w, in)
 			return err
-		})
+		}, opt)
 	}
 	if err != nil {
 		q.log.Error("spool: cannot copy a damaged journal segment to quarantine", "file", path, "err", err)

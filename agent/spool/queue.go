@@ -103,7 +103,7 @@ func Open(opt Options) (*Queue, error) {
 	q := &Queue{
 		opt:   opt,
 		log:   opt.Logger,
-		st:    newStore(opt.Dir, dirf, opt.TestHookBeforeSync),
+		st:    newStore(opt.Dir, dirf, testHookBeforeSync()),
 		wake:  make(chan struct{}, 1),
 		items: make(map[string]*item),
 		mem:   budget{limit: opt.MemoryBudget},

@@ -493,14 +493,15 @@ func TestDeleteDuringDelivery(t *testing.T) {
 func TestDSNQueueFailureKeepsItem(t *testing.T) {
 	var full bool
 	var mu sync.Mutex
-	h := newHarness(t, Options{MinBackoff: time.Minute, TestHookBeforeSync: func(p string) error {
+	setBeforeSync(t, func(p string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if full && strings.HasSuffix(p, ".msg.tmp") {
 			return errors.New("no space left on device")
 		}
 		return nil
-	}})
+	})
+	h := newHarness(t, Options{MinBackoff: time.Minute})
 	d := &fakeDeliverer{respond: respondDSNDelivered(all(Permanent, errors.New("550 5.1.1 user unknown")))}
 	id := h.put("alice@example.com", "bob@example.org")
 	mu.Lock()

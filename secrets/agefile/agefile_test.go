@@ -361,7 +361,7 @@ func TestWriteKeepsModeAndLeavesNoTempFiles(t *testing.T) {
 	creds := []secrets.Credential{secrets.NewCredential("primary", "u", testPassword, "")}
 
 	var temps []string
-	testHookBeforeRename = func(tmp string) {
+	testHookBeforeSync = func(tmp string) error {
 		temps = append(temps, tmp)
 		data, err := os.ReadFile(tmp)
 		if err != nil {
@@ -373,8 +373,9 @@ func TestWriteKeepsModeAndLeavesNoTempFiles(t *testing.T) {
 		if filepath.Dir(tmp) != dir {
 			t.Errorf("temp file %s is not in the file's directory %s", tmp, dir)
 		}
+		return nil
 	}
-	t.Cleanup(func() { testHookBeforeRename = nil })
+	t.Cleanup(func() { testHookBeforeSync = nil })
 
 	if err := Write(path, creds, rl); err != nil {
 		t.Fatal(err)
