@@ -20,13 +20,6 @@ import (
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
-// Starter is implemented by credential sources with a lifecycle of their own
-// (Vault: log in and keep the token alive). The agent runs Start in the
-// background; until it succeeds, Fetch fails and deliveries are deferred.
-type Starter interface {
-	Start(ctx context.Context) error
-}
-
 // Agent is one running sealrelay: listener, spool, delivery and the
 // credential store.
 type Agent struct {
@@ -171,10 +164,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	if len(a.store.Names()) > 0 {
-		if st, ok := a.src.(Starter); ok {
-			if err := st.Start(bg); err != nil {
-				a.log.Error("credential source not ready; deliveries are deferred until it is", "source", a.src.String(), "err", err)
-			}
+		if err := a.store.Start(bg); err != nil {
+			a.log.Error("credential source not ready; deliveries are deferred until it is", "source", a.src.String(), "err", err)
 		}
 		if err := a.store.Load(ctx); err == nil {
 			a.log.Info("credentials loaded", "source", a.src.String(), "entries", len(a.store.Names()))

@@ -239,4 +239,7 @@ func (s *Source) List(ctx context.Context) ([]Entry, error) {
 	return entries, nil
 }
 
-var _ secrets.VersionSource = (*Source)(nil)
+var (
+	_ secrets.VersionSource = (*Source)(nil)
+	_ secrets.Starter       = (*Source)(nil)
+)
