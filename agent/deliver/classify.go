@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/emersion/go-smtp"
 
@@ -35,6 +36,22 @@ func classify(err error) spool.Status {
 		return spool.Temporary
 	}
 	return spool.Permanent
+}
+
+// replyCodes returns the relay's reply code in err and its enhanced status
+// code ("5.1.1", "" if the reply had none), or 0 and "" when err holds no
+// reply from the relay. The spool takes a failed recipient's DSN status
+// from them, never from the error's text.
+func replyCodes(err error) (code int, enhanced string) {
+	var pe *permanentError
+	var se *smtp.SMTPError
+	if errors.As(err, &pe) || !errors.As(err, &se) {
+		return 0, ""
+	}
+	if e := se.EnhancedCode; e != smtp.NoEnhancedCode && e != (smtp.EnhancedCode{}) {
+		enhanced = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
+	}
+	return se.Code, enhanced
 }
 
 // authProblem reports whether a 5xx reply says the session lacks

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -396,6 +397,31 @@ func TestPerRecipientResults(t *testing.T) {
 	// the second.
 	if ss := u.Sessions(); len(ss) != 2 || ss[0].Messages != 1 || len(ss[0].Mails) != 2 || len(ss[1].Mails) != 3 {
 		t.Errorf("sessions = %+v, want 2", ss)
+	}
+}
+
+// TestResultsCarryReplyCodes: each recipient's result carries the reply
+// code and enhanced code the relay answered, for the spool's DSN; a
+// recipient no reply failed carries none.
+func TestResultsCarryReplyCodes(t *testing.T) {
+	u := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{
+		{Command: "RCPT", Contains: "reject", Reply: upstream.ErrRejectRcpt},
+		{Command: "RCPT", Contains: "busy", Reply: &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"}},
+		{Command: "RCPT", Contains: "plain", Reply: &smtp.SMTPError{Code: 554, EnhancedCode: smtp.NoEnhancedCode, Message: "no"}},
+	}}})
+	h := newDeliverer(t, newCreds(testPass), relayTo(u, AuthRequired))
+	res := h.d.Deliver(context.Background(), message("ok@example.net", "reject-me@example.net", "busy@example.net", "plain@example.net"))
+	type codes struct {
+		code     int
+		enhanced string
+	}
+	var got []codes
+	for _, r := range res {
+		got = append(got, codes{r.Code, r.Enhanced})
+	}
+	want := []codes{{0, ""}, {550, "5.1.1"}, {450, "4.2.1"}, {554, ""}}
+	if !slices.Equal(got, want) {
+		t.Errorf("reply codes = %v, want %v", got, want)
 	}
 }
 

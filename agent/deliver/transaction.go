@@ -64,8 +64,10 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 	}
 	setAll := func(idx []int, err error) []spool.RcptResult {
 		st := classify(err)
+		code, enhanced := replyCodes(err)
 		for _, i := range idx {
 			res[i].Status, res[i].Err = st, err
+			res[i].Code, res[i].Enhanced = code, enhanced
 		}
 		return res
 	}

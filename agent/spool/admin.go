@@ -139,7 +139,7 @@ func (q *Queue) Retry(id string) error {
 func (q *Queue) release(it *item) {
 	for i := range it.env.Recipients {
 		if r := &it.env.Recipients[i]; r.State == StateFailed {
-			r.State, r.Status = StatePending, ""
+			r.State, r.Status, r.ReplyCode = StatePending, "", 0
 		}
 	}
 	it.held = false

@@ -59,7 +59,10 @@ type recipient struct {
 	Address string `json:"address"`
 	State   State  `json:"state"`
 	// Status is the DSN status code (RFC 3463) of a failed recipient.
-	Status    string `json:"status,omitempty"`
+	Status string `json:"status,omitempty"`
+	// ReplyCode is the relay's reply code (550) that failed the recipient,
+	// 0 when no relay reply did.
+	ReplyCode int    `json:"reply_code,omitempty"`
 	LastError string `json:"last_error,omitempty"`
 }
 
@@ -129,6 +132,7 @@ type recipientWire struct {
 	Address   *string `json:"address"`
 	State     *string `json:"state"`
 	Status    *string `json:"status"`
+	ReplyCode *int    `json:"reply_code"`
 	LastError *string `json:"last_error"`
 }
 
@@ -289,6 +293,12 @@ func (w *envelopeWire) check(name string) (*envelope, error) {
 			}
 			r.Status = *rw.Status
 		}
+		if rw.ReplyCode != nil && *rw.ReplyCode != 0 {
+			if !failureReply(*rw.ReplyCode) {
+				return nil, bad(field("reply_code"), "%d is not an SMTP failure reply code (400 to 599)", *rw.ReplyCode)
+			}
+			r.ReplyCode = *rw.ReplyCode
+		}
 		if rw.LastError != nil {
 			if err := checkText(*rw.LastError); err != nil {
 				return nil, bad(field("last_error"), "%v", err)
@@ -299,6 +309,9 @@ func (w *envelopeWire) check(name string) (*envelope, error) {
 	}
 	return e, nil
 }
+
+// failureReply reports whether code is an SMTP reply code of a failure.
+func failureReply(code int) bool { return code >= 400 && code <= 599 }
 
 // checkTime accepts times a spool could have written.
 func checkTime(t time.Time) error {
