@@ -17,6 +17,7 @@ import (
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -136,9 +137,6 @@ func (a *Agent) Deliverer() *deliver.Deliverer { return a.deliv }
 // Listener returns the inbound SMTP server.
 func (a *Agent) Listener() *smtpd.Server { return a.smtp }
 
-// Registry returns the Prometheus registry holding the agent's metrics.
-func (a *Agent) Registry() *prometheus.Registry { return a.reg }
-
 // Reload re-reads every credential (SIGHUP). On failure the old credentials
 // stay in use; the error says why.
 func (a *Agent) Reload(ctx context.Context) error {
@@ -249,7 +247,7 @@ func (a *Agent) closeParts() {
 func (c *Config) DeliverRelays() ([]deliver.Relay, error) {
 	var out []deliver.Relay
 	for i, r := range c.Relays {
-		roots, err := deliver.LoadRootCAs(r.CAFile)
+		pool, err := roots.Load(r.CAFile)
 		if err != nil {
 			return nil, &ConfigError{File: c.File, Key: fmt.Sprintf("relay[%d].ca_file", i), Msg: err.Error()}
 		}
@@ -259,7 +257,7 @@ func (c *Config) DeliverRelays() ([]deliver.Relay, error) {
 			TLS:                deliver.TLSMode(r.TLS),
 			Auth:               deliver.AuthPolicy(r.Auth),
 			Credential:         r.Credential,
-			RootCAs:            roots,
+			RootCAs:            pool,
 			ServerName:         r.ServerName,
 			AllowPlaintextAuth: r.AllowPlaintextAuth,
 			Mechanisms:         r.Mechanisms,

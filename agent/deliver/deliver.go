@@ -35,7 +35,6 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -91,7 +90,7 @@ type Relay struct {
 	// Credential is the entry name in the credential source; "" means none.
 	Credential string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
-	// LoadRootCAs builds it from a ca_file.
+	// internal/roots builds it from a ca_file.
 	RootCAs *x509.CertPool
 	// ServerName is the TLS name if it differs from the Address host.
 	ServerName string
@@ -280,10 +279,6 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 		changed: make(chan struct{}),
 	}, nil
 }
-
-// LoadRootCAs returns the system roots plus the PEM certificates in caFile
-// ("" adds none).
-func LoadRootCAs(caFile string) (*x509.CertPool, error) { return roots.Load(caFile) }
 
 // Deliver tries m once: each relay in order until one takes the
 // transaction. It returns one result per m.To, in order.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/refuse"
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -533,14 +534,16 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestLoadRootCAs(t *testing.T) {
+// TestRootCAsFromCAFile: a pool built from a ca_file (as the agent builds
+// it, with internal/roots) verifies the relay.
+func TestRootCAsFromCAFile(t *testing.T) {
 	u := startUpstream(t, upstream.Config{})
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := u.WriteCA(caFile); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := LoadRootCAs(caFile)
+	pool, err := roots.Load(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -551,12 +554,12 @@ func TestLoadRootCAs(t *testing.T) {
 		t.Fatalf("with ca_file: %s %v", statuses(res), res[0].Err)
 	}
 
-	if _, err := LoadRootCAs(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+	if _, err := roots.Load(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Errorf("missing file: %v", err)
 	}
 	junk := filepath.Join(dir, "junk.pem")
 	os.WriteFile(junk, []byte("not a certificate\n"), 0o644)
-	if _, err := LoadRootCAs(junk); err == nil || !strings.Contains(err.Error(), "ca_file "+junk+": no PEM certificate found") {
+	if _, err := roots.Load(junk); err == nil || !strings.Contains(err.Error(), "ca_file "+junk+": no PEM certificate found") {
 		t.Errorf("junk file: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/sealrelay/sealrelay/internal/hint"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -262,7 +263,7 @@ func TestReadNotRecipient(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("error = %v\nwant %s", err, want)
 	}
-	var h keys.Hinter
+	var h hint.Hinter
 	if !errors.As(err, &h) || !strings.Contains(h.Hint(), "creds reencrypt") {
 		t.Errorf("error has no hint naming creds reencrypt: %v", err)
 	}
