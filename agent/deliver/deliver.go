@@ -2,9 +2,9 @@
 // implements spool.Deliverer.
 //
 // It holds relay choice and failover, the TLS policy (STARTTLS, implicit
-// TLS or none; certificates always verified), the AUTH policy of design.md
-// (required, enabled, disabled) with SASL PLAIN and LOGIN, and a per-relay
-// pool of authenticated connections reused across messages.
+// TLS or none; certificates always verified), the AUTH policy of
+// docs/auth.md (required, enabled, disabled) with its SASL mechanisms, and a
+// per-relay pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -51,8 +51,7 @@ const (
 	TLSNone TLSMode = "none"
 )
 
-// AuthPolicy is whether a relay connection authenticates (design.md "Auth
-// policy").
+// AuthPolicy is whether a relay connection authenticates (docs/auth.md).
 type AuthPolicy string
 
 const (
