@@ -6,4 +6,3 @@
 // refuses such private keys. No error from this package quotes key material:
 // a line that fails to parse is named by its number, never by its content.
 package keys
-
