@@ -274,40 +274,51 @@ func (w *envelopeWire) check(name string) (*envelope, error) {
 		e.LastError = *w.LastError
 	}
 	for i, rw := range w.Recipients {
-		field := func(f string) string { return fmt.Sprintf("recipients[%d].%s", i, f) }
-		switch {
-		case rw.Address == nil:
-			return nil, missing(field("address"))
-		case rw.State == nil:
-			return nil, missing(field("state"))
-		case !State(*rw.State).valid():
-			return nil, bad(field("state"), "%q is not pending, delivered or failed", *rw.State)
-		}
-		if err := checkAddress(*rw.Address, false); err != nil {
-			return nil, bad(field("address"), "%v", err)
-		}
-		r := recipient{Address: *rw.Address, State: State(*rw.State)}
-		if rw.Status != nil && *rw.Status != "" {
-			if !statusCode.MatchString(*rw.Status) {
-				return nil, bad(field("status"), "%q is not a status code like 5.1.1", *rw.Status)
-			}
-			r.Status = *rw.Status
-		}
-		if rw.ReplyCode != nil && *rw.ReplyCode != 0 {
-			if !failureReply(*rw.ReplyCode) {
-				return nil, bad(field("reply_code"), "%d is not an SMTP failure reply code (400 to 599)", *rw.ReplyCode)
-			}
-			r.ReplyCode = *rw.ReplyCode
-		}
-		if rw.LastError != nil {
-			if err := checkText(*rw.LastError); err != nil {
-				return nil, bad(field("last_error"), "%v", err)
-			}
-			r.LastError = *rw.LastError
+		r, err := rw.check(name, i)
+		if err != nil {
+			return nil, err
 		}
 		e.Recipients[i] = r
 	}
 	return e, nil
+}
+
+// check validates the recipient at index i of the envelope name.
+func (rw *recipientWire) check(name string, i int) (recipient, error) {
+	bad := func(f string, format string, args ...any) error {
+		return &EnvelopeError{File: name, Field: fmt.Sprintf("recipients[%d].%s", i, f), Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case rw.Address == nil:
+		return recipient{}, bad("address", "missing")
+	case rw.State == nil:
+		return recipient{}, bad("state", "missing")
+	case !State(*rw.State).valid():
+		return recipient{}, bad("state", "%q is not pending, delivered or failed", *rw.State)
+	}
+	if err := checkAddress(*rw.Address, false); err != nil {
+		return recipient{}, bad("address", "%v", err)
+	}
+	r := recipient{Address: *rw.Address, State: State(*rw.State)}
+	if rw.Status != nil && *rw.Status != "" {
+		if !statusCode.MatchString(*rw.Status) {
+			return recipient{}, bad("status", "%q is not a status code like 5.1.1", *rw.Status)
+		}
+		r.Status = *rw.Status
+	}
+	if rw.ReplyCode != nil && *rw.ReplyCode != 0 {
+		if !failureReply(*rw.ReplyCode) {
+			return recipient{}, bad("reply_code", "%d is not an SMTP failure reply code (400 to 599)", *rw.ReplyCode)
+		}
+		r.ReplyCode = *rw.ReplyCode
+	}
+	if rw.LastError != nil {
+		if err := checkText(*rw.LastError); err != nil {
+			return recipient{}, bad("last_error", "%v", err)
+		}
+		r.LastError = *rw.LastError
+	}
+	return r, nil
 }
 
 // failureReply reports whether code is an SMTP reply code of a failure.
