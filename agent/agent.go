@@ -17,15 +17,9 @@ import (
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
 )
-
-// Starter is implemented by credential sources with a lifecycle of their own
-// (Vault: log in and keep the token alive). The agent runs Start in the
-// background; until it succeeds, Fetch fails and deliveries are deferred.
-type Starter interface {
-	Start(ctx context.Context) error
-}
 
 // Agent is one running sealrelay: listener, spool, delivery and the
 // credential store.
@@ -46,8 +40,6 @@ type Agent struct {
 // Options are the parts of an Agent that do not come from the config file.
 type Options struct {
 	Logger *slog.Logger
-	// TestHookBeforeSync is a test seam, not a feature: see spool.Options.
-	TestHookBeforeSync func(path string) error
 }
 
 // New builds an Agent from cfg and a credential source (which the caller
@@ -88,16 +80,15 @@ func New(cfg *Config, src secrets.Source, opt Options) (*Agent, error) {
 	}
 
 	a.queue, err = spool.Open(spool.Options{
-		Dir:                cfg.SpoolDir(),
-		Hostname:           cfg.Hostname,
-		MinBackoff:         cfg.Queue.MinBackoff.Duration,
-		MaxBackoff:         cfg.Queue.MaxBackoff.Duration,
-		MaxLifetime:        cfg.Queue.MaxLifetime.Duration,
-		Workers:            cfg.Queue.Workers,
-		DrainTimeout:       cfg.Queue.DrainTimeout.Duration,
-		MemoryBudget:       cfg.Queue.MemoryBudget,
-		Logger:             log.With("component", "spool"),
-		TestHookBeforeSync: opt.TestHookBeforeSync,
+		Dir:          cfg.SpoolDir(),
+		Hostname:     cfg.Hostname,
+		MinBackoff:   cfg.Queue.MinBackoff.Duration,
+		MaxBackoff:   cfg.Queue.MaxBackoff.Duration,
+		MaxLifetime:  cfg.Queue.MaxLifetime.Duration,
+		Workers:      cfg.Queue.Workers,
+		DrainTimeout: cfg.Queue.DrainTimeout.Duration,
+		MemoryBudget: cfg.Queue.MemoryBudget,
+		Logger:       log.With("component", "spool"),
 	})
 	if err != nil {
 		a.deliv.Close()
@@ -146,9 +137,6 @@ func (a *Agent) Deliverer() *deliver.Deliverer { return a.deliv }
 // Listener returns the inbound SMTP server.
 func (a *Agent) Listener() *smtpd.Server { return a.smtp }
 
-// Registry returns the Prometheus registry holding the agent's metrics.
-func (a *Agent) Registry() *prometheus.Registry { return a.reg }
-
 // Reload re-reads every credential (SIGHUP). On failure the old credentials
 // stay in use; the error says why.
 func (a *Agent) Reload(ctx context.Context) error {
@@ -174,10 +162,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	if len(a.store.Names()) > 0 {
-		if st, ok := a.src.(Starter); ok {
-			if err := st.Start(bg); err != nil {
-				a.log.Error("credential source not ready; deliveries are deferred until it is", "source", a.src.String(), "err", err)
-			}
+		if err := a.store.Start(bg); err != nil {
+			a.log.Error("credential source not ready; deliveries are deferred until it is", "source", a.src.String(), "err", err)
 		}
 		if err := a.store.Load(ctx); err == nil {
 			a.log.Info("credentials loaded", "source", a.src.String(), "entries", len(a.store.Names()))
@@ -261,7 +247,7 @@ func (a *Agent) closeParts() {
 func (c *Config) DeliverRelays() ([]deliver.Relay, error) {
 	var out []deliver.Relay
 	for i, r := range c.Relays {
-		roots, err := deliver.LoadRootCAs(r.CAFile)
+		pool, err := roots.Load(r.CAFile)
 		if err != nil {
 			return nil, &ConfigError{File: c.File, Key: fmt.Sprintf("relay[%d].ca_file", i), Msg: err.Error()}
 		}
@@ -271,7 +257,7 @@ func (c *Config) DeliverRelays() ([]deliver.Relay, error) {
 			TLS:                deliver.TLSMode(r.TLS),
 			Auth:               deliver.AuthPolicy(r.Auth),
 			Credential:         r.Credential,
-			RootCAs:            roots,
+			RootCAs:            pool,
 			ServerName:         r.ServerName,
 			AllowPlaintextAuth: r.AllowPlaintextAuth,
 			Mechanisms:         r.Mechanisms,

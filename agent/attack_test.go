@@ -64,7 +64,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -82,6 +81,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testseam"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
@@ -416,10 +417,13 @@ func startRig(t *testing.T, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.hook != nil {
+		testseam.SpoolBeforeSync.Store(&o.hook)
+		t.Cleanup(func() { testseam.SpoolBeforeSync.Store(nil) })
+	}
 	logs := &syncBuffer{}
 	a, err := agent.New(cfg, nil, agent.Options{
-		Logger:             slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		TestHookBeforeSync: o.hook,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)

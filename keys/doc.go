@@ -6,9 +6,3 @@
 // refuses such private keys. No error from this package quotes key material:
 // a line that fails to parse is named by its number, never by its content.
 package keys
-
-// Hinter is implemented by errors that know how the operator can fix them.
-// The CLI prints the hint on a line of its own.
-type Hinter interface {
-	Hint() string
-}

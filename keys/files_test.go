@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sealrelay/sealrelay/internal/hint"
 )
 
 // otherUID is a user that is neither root nor the test's user.
@@ -37,7 +39,7 @@ func checkUnsafe(t *testing.T, err error, want unsafeFile) {
 	if !strings.Contains(err.Error(), want.errHas) {
 		t.Errorf("error %q\nwant it to contain %q", err, want.errHas)
 	}
-	var h Hinter
+	var h hint.Hinter
 	if !errors.As(err, &h) || !strings.Contains(h.Hint(), want.hintHas) {
 		t.Errorf("hint of %v: want it to contain %q", err, want.hintHas)
 	}

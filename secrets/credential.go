@@ -1,7 +1,9 @@
 // Package secrets holds relay credentials in memory: the Credential type,
 // whose password cannot be printed by accident, the Source interface that
-// credential backends implement, and the Store that caches the current
-// credentials, swaps them atomically and refreshes them on change.
+// credential backends implement (with the optional VersionSource,
+// WatchSource and Starter), and the Store that starts its source, caches
+// the current credentials, swaps them atomically and refreshes them on
+// change (docs/credentials.md).
 //
 // Nothing in this package writes a password anywhere: not to a log, an error,
 // a file or a formatted string.

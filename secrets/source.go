@@ -33,6 +33,15 @@ type WatchSource interface {
 	Watch(ctx context.Context, changed chan<- struct{}) error
 }
 
+// Starter is implemented by sources with a lifecycle of their own (Vault:
+// log in and keep the token alive until ctx ends). Store.Start starts such
+// a source; until Start has succeeded, Fetch fails, and the source keeps
+// trying in the background.
+type Starter interface {
+	Source
+	Start(ctx context.Context) error
+}
+
 // ErrNotFound is wrapped by Fetch errors for an entry the source does not
 // hold.
 var ErrNotFound = errors.New("no such credential entry")

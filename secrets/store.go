@@ -216,6 +216,18 @@ func (s *Store) setErrLocked(err error, why string) {
 	s.lastErr, s.lastErrText = err, text
 }
 
+// Start starts the source, if it has a lifecycle of its own (a Starter),
+// for as long as ctx lasts, and returns the error of its first attempt
+// (Vault: the first login). The source keeps trying in the background
+// either way; until it succeeds, Load fails. Call it once, before Load and
+// Run.
+func (s *Store) Start(ctx context.Context) error {
+	if st, ok := s.src.(Starter); ok {
+		return st.Start(ctx)
+	}
+	return nil
+}
+
 // Run keeps the Store current until ctx ends: it reloads when a
 // WatchSource reports a change, polls a VersionSource every PollInterval,
 // and retries the source every PollInterval while the last load failed.

@@ -455,3 +455,31 @@ func TestStoreLogsStateChangesOnce(t *testing.T) {
 		t.Errorf("%d log lines for 12 loads, want 5, one per change of state:\n%s", n, out)
 	}
 }
+
+// startSource is a Source with a lifecycle: Start counts its calls and
+// returns err.
+type startSource struct {
+	*fakeSource
+	started int
+	err     error
+}
+
+func (s *startSource) Start(ctx context.Context) error {
+	s.started++
+	return s.err
+}
+
+// TestStoreStartsItsSource: Store.Start starts a Starter once and returns
+// its error; a source without a lifecycle needs no start.
+func TestStoreStartsItsSource(t *testing.T) {
+	errLogin := errors.New("vault: login failed")
+	src := &startSource{fakeSource: newFake(), err: errLogin}
+	s, _ := newStore(src, []string{"primary"}, StoreOptions{})
+	if err := s.Start(t.Context()); !errors.Is(err, errLogin) || src.started != 1 {
+		t.Errorf("Start = %v after %d starts, want %v after 1", err, src.started, errLogin)
+	}
+	plain, _ := newStore(newFake(), []string{"primary"}, StoreOptions{})
+	if err := plain.Start(t.Context()); err != nil {
+		t.Errorf("Start of a source without a lifecycle = %v, want nil", err)
+	}
+}

@@ -2,9 +2,9 @@
 // implements spool.Deliverer.
 //
 // It holds relay choice and failover, the TLS policy (STARTTLS, implicit
-// TLS or none; certificates always verified), the AUTH policy of design.md
-// (required, enabled, disabled) with SASL PLAIN and LOGIN, and a per-relay
-// pool of authenticated connections reused across messages.
+// TLS or none; certificates always verified), the AUTH policy of
+// docs/auth.md (required, enabled, disabled) with its SASL mechanisms, and a
+// per-relay pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -35,7 +35,6 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -52,8 +51,7 @@ const (
 	TLSNone TLSMode = "none"
 )
 
-// AuthPolicy is whether a relay connection authenticates (design.md "Auth
-// policy").
+// AuthPolicy is whether a relay connection authenticates (docs/auth.md).
 type AuthPolicy string
 
 const (
@@ -91,7 +89,7 @@ type Relay struct {
 	// Credential is the entry name in the credential source; "" means none.
 	Credential string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
-	// LoadRootCAs builds it from a ca_file.
+	// internal/roots builds it from a ca_file.
 	RootCAs *x509.CertPool
 	// ServerName is the TLS name if it differs from the Address host.
 	ServerName string
@@ -280,10 +278,6 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 		changed: make(chan struct{}),
 	}, nil
 }
-
-// LoadRootCAs returns the system roots plus the PEM certificates in caFile
-// ("" adds none).
-func LoadRootCAs(caFile string) (*x509.CertPool, error) { return roots.Load(caFile) }
 
 // Deliver tries m once: each relay in order until one takes the
 // transaction. It returns one result per m.To, in order.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/refuse"
+	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -399,6 +401,31 @@ func TestPerRecipientResults(t *testing.T) {
 	}
 }
 
+// TestResultsCarryReplyCodes: each recipient's result carries the reply
+// code and enhanced code the relay answered, for the spool's DSN; a
+// recipient no reply failed carries none.
+func TestResultsCarryReplyCodes(t *testing.T) {
+	u := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{
+		{Command: "RCPT", Contains: "reject", Reply: upstream.ErrRejectRcpt},
+		{Command: "RCPT", Contains: "busy", Reply: &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"}},
+		{Command: "RCPT", Contains: "plain", Reply: &smtp.SMTPError{Code: 554, EnhancedCode: smtp.NoEnhancedCode, Message: "no"}},
+	}}})
+	h := newDeliverer(t, newCreds(testPass), relayTo(u, AuthRequired))
+	res := h.d.Deliver(context.Background(), message("ok@example.net", "reject-me@example.net", "busy@example.net", "plain@example.net"))
+	type codes struct {
+		code     int
+		enhanced string
+	}
+	var got []codes
+	for _, r := range res {
+		got = append(got, codes{r.Code, r.Enhanced})
+	}
+	want := []codes{{0, ""}, {550, "5.1.1"}, {450, "4.2.1"}, {554, ""}}
+	if !slices.Equal(got, want) {
+		t.Errorf("reply codes = %v, want %v", got, want)
+	}
+}
+
 func TestRequireAuthUpstreamUnderEnabled(t *testing.T) {
 	// The relay demands AUTH (530) but the agent may not send it: a 530 is
 	// an auth problem, so Temporary, never Permanent.
@@ -507,14 +534,16 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestLoadRootCAs(t *testing.T) {
+// TestRootCAsFromCAFile: a pool built from a ca_file (as the agent builds
+// it, with internal/roots) verifies the relay.
+func TestRootCAsFromCAFile(t *testing.T) {
 	u := startUpstream(t, upstream.Config{})
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := u.WriteCA(caFile); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := LoadRootCAs(caFile)
+	pool, err := roots.Load(caFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,12 +554,12 @@ func TestLoadRootCAs(t *testing.T) {
 		t.Fatalf("with ca_file: %s %v", statuses(res), res[0].Err)
 	}
 
-	if _, err := LoadRootCAs(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+	if _, err := roots.Load(filepath.Join(dir, "missing.pem")); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Errorf("missing file: %v", err)
 	}
 	junk := filepath.Join(dir, "junk.pem")
 	os.WriteFile(junk, []byte("not a certificate\n"), 0o644)
-	if _, err := LoadRootCAs(junk); err == nil || !strings.Contains(err.Error(), "ca_file "+junk+": no PEM certificate found") {
+	if _, err := roots.Load(junk); err == nil || !strings.Contains(err.Error(), "ca_file "+junk+": no PEM certificate found") {
 		t.Errorf("junk file: %v", err)
 	}
 }

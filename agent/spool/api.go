@@ -57,6 +57,12 @@ type RcptResult struct {
 	Err error
 	// Relay is the name of the relay that answered, if any.
 	Relay string
+	// Code is the relay's reply code that decided the status (550), 0 when
+	// no reply did (a network error, a local failure); Enhanced is that
+	// reply's enhanced status code (RFC 3463, "5.1.1"), "" when it had
+	// none. A failed recipient's DSN status and diagnostic come from them.
+	Code     int
+	Enhanced string
 }
 
 // Deliverer delivers messages for the spool. agent/deliver implements it;

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -20,21 +19,23 @@ const maxDSNHeaders = 64 << 10
 // the 998 octets RFC 5322 allows.
 const maxDSNText = 900
 
-// permanentCode finds an RFC 3463 permanent status code (5.x.x) that is not
-// part of a longer dotted number.
-var permanentCode = regexp.MustCompile(`(?:^|[^0-9.])(5\.[0-9]{1,3}\.[0-9]{1,3})(?:$|[^0-9])`)
-
-// smtpReply finds an SMTP reply code where a reply starts: at the start of
-// the text or after ": ".
-var smtpReply = regexp.MustCompile(`(?:^|: )[45][0-9][0-9][ -]`)
-
 // failureStatus is the DSN status of a recipient that failed permanently
-// with the error text: the 5.x.x code in it, else 5.0.0.
-func failureStatus(text string) string {
-	if m := permanentCode.FindStringSubmatch(text); m != nil {
-		return m[1]
+// with res: the relay's enhanced status code if it is a permanent one
+// (5.x.x), else 5.0.0.
+func failureStatus(res RcptResult) string {
+	if strings.HasPrefix(res.Enhanced, "5.") && statusCode.MatchString(res.Enhanced) {
+		return res.Enhanced
 	}
 	return "5.0.0"
+}
+
+// failureCode is the reply code to record for a recipient that failed
+// with res: the relay's, if it is a failure reply, else 0.
+func failureCode(res RcptResult) int {
+	if failureReply(res.Code) {
+		return res.Code
+	}
+	return 0
 }
 
 // dsnData is what a DSN reports.
@@ -105,7 +106,7 @@ func buildDSN(d dsnData) []byte {
 		line("Status: %s", orText(r.Status, "5.0.0"))
 		if r.LastError != "" {
 			typ := "X-Sealrelay"
-			if r.Status != statusExpired && smtpReply.MatchString(r.LastError) {
+			if r.Status != statusExpired && r.ReplyCode != 0 {
 				typ = "smtp"
 			}
 			b.WriteString(fold("Diagnostic-Code: "+typ+";", dsnText(r.LastError)))

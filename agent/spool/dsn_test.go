@@ -3,6 +3,7 @@ package spool
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -24,7 +25,7 @@ func goldenDSN() dsnData {
 		LastAttempt: t0.Add(2 * time.Hour),
 		Date:        t0.Add(2*time.Hour + time.Second),
 		Failed: []recipient{
-			{Address: "carol@example.org", State: StateFailed, Status: "5.1.1",
+			{Address: "carol@example.org", State: StateFailed, Status: "5.1.1", ReplyCode: 550,
 				LastError: "550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown in virtual mailbox table"},
 			{Address: "dave@example.org", State: StateFailed, Status: statusExpired,
 				LastError: "expired after 120h0m0s in the queue; last error: dial tcp 192.0.2.1:587: connect: connection refused"},
@@ -116,19 +117,28 @@ func TestDSNStructure(t *testing.T) {
 	}
 }
 
+// TestFailureStatus: a failed recipient's DSN status is the relay's
+// enhanced code when it is a permanent one, else 5.0.0; its recorded reply
+// code is the relay's failure reply, else 0. Nothing is read from the text.
 func TestFailureStatus(t *testing.T) {
-	for text, want := range map[string]string{
-		"550 5.1.1 <bob@example.org>: user unknown": "5.1.1",
-		"554 5.7.1 relaying denied":                 "5.7.1",
-		"552 message too big":                       "5.0.0",
-		"relay said: 5.2.2 mailbox full.":           "5.2.2",
-		"450 4.2.0 greylisted":                      "5.0.0",
-		"no route to host 10.5.1.1":                 "5.0.0",
-		"5.1.10 x":                                  "5.1.10",
-		"":                                          "5.0.0",
+	for _, tc := range []struct {
+		res        RcptResult
+		want       string
+		wantCode   int
+		wantReason string
+	}{
+		{RcptResult{Code: 550, Enhanced: "5.1.1", Err: errors.New("550 5.1.1 user unknown")}, "5.1.1", 550, "the relay's code"},
+		{RcptResult{Code: 554, Enhanced: "5.7.1"}, "5.7.1", 554, "the relay's code"},
+		{RcptResult{Code: 552}, "5.0.0", 552, "no enhanced code"},
+		{RcptResult{Code: 550, Enhanced: "4.2.0"}, "5.0.0", 550, "not a permanent enhanced code"},
+		{RcptResult{Code: 550, Enhanced: "5.1.10"}, "5.1.10", 550, "a three-digit detail"},
+		{RcptResult{Code: 550, Enhanced: "5.1234.1"}, "5.0.0", 550, "not an RFC 3463 code"},
+		{RcptResult{Err: errors.New("relay said: 550 5.2.2 mailbox full.")}, "5.0.0", 0, "codes in the text only"},
+		{RcptResult{Code: 250}, "5.0.0", 0, "not a failure reply"},
+		{RcptResult{}, "5.0.0", 0, "nothing"},
 	} {
-		if got := failureStatus(text); got != want {
-			t.Errorf("failureStatus(%q) = %q, want %q", text, got, want)
+		if got, code := failureStatus(tc.res), failureCode(tc.res); got != tc.want || code != tc.wantCode {
+			t.Errorf("%s: failureStatus, failureCode(%+v) = %q, %d; want %q, %d", tc.wantReason, tc.res, got, code, tc.want, tc.wantCode)
 		}
 	}
 }

@@ -59,7 +59,10 @@ type recipient struct {
 	Address string `json:"address"`
 	State   State  `json:"state"`
 	// Status is the DSN status code (RFC 3463) of a failed recipient.
-	Status    string `json:"status,omitempty"`
+	Status string `json:"status,omitempty"`
+	// ReplyCode is the relay's reply code (550) that failed the recipient,
+	// 0 when no relay reply did.
+	ReplyCode int    `json:"reply_code,omitempty"`
 	LastError string `json:"last_error,omitempty"`
 }
 
@@ -129,6 +132,7 @@ type recipientWire struct {
 	Address   *string `json:"address"`
 	State     *string `json:"state"`
 	Status    *string `json:"status"`
+	ReplyCode *int    `json:"reply_code"`
 	LastError *string `json:"last_error"`
 }
 
@@ -270,35 +274,55 @@ func (w *envelopeWire) check(name string) (*envelope, error) {
 		e.LastError = *w.LastError
 	}
 	for i, rw := range w.Recipients {
-		field := func(f string) string { return fmt.Sprintf("recipients[%d].%s", i, f) }
-		switch {
-		case rw.Address == nil:
-			return nil, missing(field("address"))
-		case rw.State == nil:
-			return nil, missing(field("state"))
-		case !State(*rw.State).valid():
-			return nil, bad(field("state"), "%q is not pending, delivered or failed", *rw.State)
-		}
-		if err := checkAddress(*rw.Address, false); err != nil {
-			return nil, bad(field("address"), "%v", err)
-		}
-		r := recipient{Address: *rw.Address, State: State(*rw.State)}
-		if rw.Status != nil && *rw.Status != "" {
-			if !statusCode.MatchString(*rw.Status) {
-				return nil, bad(field("status"), "%q is not a status code like 5.1.1", *rw.Status)
-			}
-			r.Status = *rw.Status
-		}
-		if rw.LastError != nil {
-			if err := checkText(*rw.LastError); err != nil {
-				return nil, bad(field("last_error"), "%v", err)
-			}
-			r.LastError = *rw.LastError
+		r, err := rw.check(name, i)
+		if err != nil {
+			return nil, err
 		}
 		e.Recipients[i] = r
 	}
 	return e, nil
 }
+
+// check validates the recipient at index i of the envelope name.
+func (rw *recipientWire) check(name string, i int) (recipient, error) {
+	bad := func(f string, format string, args ...any) error {
+		return &EnvelopeError{File: name, Field: fmt.Sprintf("recipients[%d].%s", i, f), Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case rw.Address == nil:
+		return recipient{}, bad("address", "missing")
+	case rw.State == nil:
+		return recipient{}, bad("state", "missing")
+	case !State(*rw.State).valid():
+		return recipient{}, bad("state", "%q is not pending, delivered or failed", *rw.State)
+	}
+	if err := checkAddress(*rw.Address, false); err != nil {
+		return recipient{}, bad("address", "%v", err)
+	}
+	r := recipient{Address: *rw.Address, State: State(*rw.State)}
+	if rw.Status != nil && *rw.Status != "" {
+		if !statusCode.MatchString(*rw.Status) {
+			return recipient{}, bad("status", "%q is not a status code like 5.1.1", *rw.Status)
+		}
+		r.Status = *rw.Status
+	}
+	if rw.ReplyCode != nil && *rw.ReplyCode != 0 {
+		if !failureReply(*rw.ReplyCode) {
+			return recipient{}, bad("reply_code", "%d is not an SMTP failure reply code (400 to 599)", *rw.ReplyCode)
+		}
+		r.ReplyCode = *rw.ReplyCode
+	}
+	if rw.LastError != nil {
+		if err := checkText(*rw.LastError); err != nil {
+			return recipient{}, bad("last_error", "%v", err)
+		}
+		r.LastError = *rw.LastError
+	}
+	return r, nil
+}
+
+// failureReply reports whether code is an SMTP reply code of a failure.
+func failureReply(code int) bool { return code >= 400 && code <= 599 }
 
 // checkTime accepts times a spool could have written.
 func checkTime(t time.Time) error {

@@ -23,7 +23,7 @@ func goldenEnvelope() *envelope {
 		LastError:   "451 4.3.0 try again later",
 		Recipients: []recipient{
 			{Address: "bob@example.org", State: StateDelivered},
-			{Address: "carol@example.org", State: StateFailed, Status: "5.1.1", LastError: "550 5.1.1 user unknown"},
+			{Address: "carol@example.org", State: StateFailed, Status: "5.1.1", ReplyCode: 550, LastError: "550 5.1.1 user unknown"},
 			{Address: "dave@example.org", State: StatePending, LastError: "451 4.3.0 try again later"},
 		},
 	}
@@ -111,6 +111,7 @@ func TestReadEnvelopeErrors(t *testing.T) {
 		{"bad state", edit(`"state": "failed"`, `"state": "bounced"`), `field recipients[1].state: "bounced" is not pending, delivered or failed`},
 		{"no state", edit(`"state": "delivered"`, `"statez": "delivered"`), `unknown field "statez"`},
 		{"bad status", edit(`"status": "5.1.1"`, `"status": "5.1.1; rm -rf"`), `field recipients[1].status: "5.1.1; rm -rf" is not a status code like 5.1.1`},
+		{"bad reply code", edit(`"reply_code": 550`, `"reply_code": 250`), `field recipients[1].reply_code: 250 is not an SMTP failure reply code (400 to 599)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := readEnvelope("F", strings.NewReader(tc.data))
@@ -149,7 +150,7 @@ func TestEnvelopeHoldsNoSecret(t *testing.T) {
 		}
 	}
 	want := "version id received from size attempts next_attempt last_attempt last_error recipients " +
-		"address state address state status last_error address state last_error"
+		"address state address state status reply_code last_error address state last_error"
 	if got := strings.Join(keys, " "); got != want {
 		t.Errorf("envelope fields = %s\nwant %s", got, want)
 	}

@@ -4,18 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
+
+	"github.com/sealrelay/sealrelay/internal/safeio"
+	"github.com/sealrelay/sealrelay/internal/testseam"
 )
 
 // File names inside the spool directory.
 const (
 	msgSuffix     = ".msg"
 	envSuffix     = ".env"
-	tmpSuffix     = ".tmp"
+	tmpSuffix     = safeio.TempSuffix
 	quarantineDir = "quarantine"
 )
 
@@ -24,9 +25,19 @@ const (
 type store struct {
 	dir  string
 	dirf *os.File // the spool directory, open for fsync (and locked, see lockDir)
-	// testHookBeforeSync is Options.TestHookBeforeSync.
+	// testHookBeforeSync is testseam.SpoolBeforeSync as it was at Open:
+	// nil in the product.
 	testHookBeforeSync func(path string) error
 	dirSync            groupSync
+}
+
+// testHookBeforeSync returns the test seam testseam.SpoolBeforeSync, nil
+// unless a test set it.
+func testHookBeforeSync() func(path string) error {
+	if h := testseam.SpoolBeforeSync.Load(); h != nil {
+		return *h
+	}
+	return nil
 }
 
 func newStore(dir string, dirf *os.File, hook func(string) error) *store {
@@ -61,111 +72,22 @@ func (s *store) fsync(f *os.File, path string) error {
 	return nil
 }
 
-// atomicFile is a file written under a temporary name and put in place
-// only once it is durable. It is the one way the spool writes a file that
-// must survive a crash or that replaces another.
-//
-// The temporary file is path+".tmp", opened with
-// O_WRONLY|O_CREATE|O_EXCL|O_NOFOLLOW and mode 0600 after any leftover of
-// that name (from a crash) is removed: whatever was planted under the name,
-// a symlink to a file elsewhere included, is never opened or written
-// through. Commit fsyncs it, renames it over path and fsyncs the directory.
-type atomicFile struct {
-	f         *os.File
-	path, tmp string
-	// sync fsyncs a file (f, named name); syncDir makes the rename durable.
-	sync    func(f *os.File, name string) error
-	syncDir func() error
+// fileOptions are how the spool writes a file through safeio: under the
+// temporary name ID.SUFFIX.tmp (which load recognises as a leftover after a
+// crash), with the store's test seam before the file's fsync and the
+// store's group commit as the directory fsync.
+func (s *store) fileOptions() safeio.Options {
+	return safeio.Options{FixedTemp: true, BeforeSync: s.testHookBeforeSync, SyncDir: s.dirSync.sync}
 }
 
-// createAtomic starts writing path. sync and syncDir are the fsyncs Commit
-// makes (nil: (*os.File).Sync, and an fsync of path's directory).
-func createAtomic(path string, sync func(*os.File, string) error, syncDir func() error) (*atomicFile, error) {
-	tmp := path + tmpSuffix
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("removing leftover %s: %w", tmp, err)
-	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if sync == nil {
-		sync = func(f *os.File, _ string) error { return f.Sync() }
-	}
-	if syncDir == nil {
-		syncDir = func() error { return syncDirAt(filepath.Dir(path)) }
-	}
-	return &atomicFile{f: f, path: path, tmp: tmp, sync: sync, syncDir: syncDir}, nil
-}
-
-// Write writes to the temporary file; errors name it.
-func (a *atomicFile) Write(p []byte) (int, error) {
-	n, err := a.f.Write(p)
-	if err != nil {
-		err = fmt.Errorf("write %s: %w", a.tmp, err)
-	}
-	return n, err
-}
-
-// Commit makes the file durable and puts it in place: fsync, close, rename
-// over path, fsync of the directory. On error nothing is left at the
-// temporary name (what was renamed stays: the caller decides).
-func (a *atomicFile) Commit() error {
-	err := a.sync(a.f, a.tmp)
-	if cerr := a.f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close %s: %w", a.tmp, cerr)
-	}
-	if err == nil {
-		err = os.Rename(a.tmp, a.path)
-	}
-	if err != nil {
-		os.Remove(a.tmp)
-		return err
-	}
-	return a.syncDir()
-}
-
-// Abort gives up: the temporary file is closed and removed.
-func (a *atomicFile) Abort() {
-	a.f.Close()
-	os.Remove(a.tmp)
-}
-
-// writeAtomic writes path through an atomicFile whose content fill writes.
-func writeAtomic(path string, sync func(*os.File, string) error, syncDir func() error, fill func(w io.Writer) error) error {
-	a, err := createAtomic(path, sync, syncDir)
-	if err != nil {
-		return err
-	}
-	if err := fill(a); err != nil {
-		a.Abort()
-		return err
-	}
-	return a.Commit()
-}
-
-// syncDirAt fsyncs the directory at path.
-func syncDirAt(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	return nil
-}
-
-// create starts writing path in the spool directory, with the store's
-// fsyncs (and their test hook).
-func (s *store) create(path string) (*atomicFile, error) {
-	return createAtomic(path, s.fsync, s.dirSync.sync)
+// create starts writing path in the spool directory.
+func (s *store) create(path string) (*safeio.File, error) {
+	return safeio.Create(path, s.fileOptions())
 }
 
 // write atomically puts what fill writes at path in the spool directory.
 func (s *store) write(path string, fill func(w io.Writer) error) error {
-	return writeAtomic(path, s.fsync, s.dirSync.sync, fill)
+	return safeio.WriteFile(path, fill, s.fileOptions())
 }
 
 // replace atomically puts data at path in the spool directory.

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"errors"
 	"slices"
 	"testing"
 )
@@ -20,7 +19,7 @@ func TestNullSenderFailureIsHeld(t *testing.T) {
 				mk = journalHarness
 			}
 			h := mk(t, Options{})
-			d := &fakeDeliverer{respond: all(Permanent, errors.New("550 5.1.1 user unknown"))}
+			d := &fakeDeliverer{respond: all(Permanent, reply(550, "5.1.1", "user unknown"))}
 			id := h.put("", "bob@example.org")
 			h.run(d)
 			h.waitProcessed(id)
@@ -79,7 +78,7 @@ func TestHeldItemRetriedByID(t *testing.T) {
 	fail := true
 	d := &fakeDeliverer{respond: func(dl *Delivery) []RcptResult {
 		if fail {
-			return all(Permanent, errors.New("550 5.7.1 relaying denied"))(dl)
+			return all(Permanent, reply(550, "5.7.1", "relaying denied"))(dl)
 		}
 		return all(Delivered, nil)(dl)
 	}}

@@ -2,8 +2,9 @@ package spool
 
 import (
 	"context"
+	"errors"
 	"flag"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testseam"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -204,10 +208,36 @@ func all(s Status, err error) func(d *Delivery) []RcptResult {
 	return func(d *Delivery) []RcptResult {
 		var rs []RcptResult
 		for _, r := range d.To {
-			rs = append(rs, RcptResult{Rcpt: r, Status: s, Err: err, Relay: "primary"})
+			rs = append(rs, withReply(RcptResult{Rcpt: r, Status: s, Err: err, Relay: "primary"}))
 		}
 		return rs
 	}
+}
+
+// relayReply is a relay's reply, as the fake deliverer reports one: its
+// text is the error, and withReply puts its codes in the result, as
+// agent/deliver does.
+type relayReply struct {
+	code     int
+	enhanced string
+	text     string
+}
+
+func (r *relayReply) Error() string { return r.text }
+
+// reply is the relay's reply code, enhanced code and text, written as
+// agent/deliver writes a reply ("550 5.1.1 user unknown").
+func reply(code int, enhanced, text string) error {
+	return &relayReply{code: code, enhanced: enhanced, text: fmt.Sprintf("%d %s %s", code, enhanced, text)}
+}
+
+// withReply sets r's codes from the relay reply in r.Err, if any.
+func withReply(r RcptResult) RcptResult {
+	var rr *relayReply
+	if errors.As(r.Err, &rr) {
+		r.Code, r.Enhanced = rr.code, rr.enhanced
+	}
+	return r
 }
 
 // filesIn lists the regular files directly in dir.
@@ -224,4 +254,12 @@ func filesIn(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// setBeforeSync sets the spool's test seam (testseam.SpoolBeforeSync) for
+// the queues the test opens from now on, and clears it when the test ends.
+func setBeforeSync(t *testing.T, hook func(path string) error) {
+	t.Helper()
+	testseam.SpoolBeforeSync.Store(&hook)
+	t.Cleanup(func() { testseam.SpoolBeforeSync.Store(nil) })
 }

@@ -89,12 +89,13 @@ func TestJournalGroupCommit(t *testing.T) {
 	const n = 64
 	var syncs atomic.Int64
 	release := make(chan struct{})
-	h := journalHarness(t, Options{TestHookBeforeSync: func(p string) error {
+	setBeforeSync(t, func(p string) error {
 		if strings.HasSuffix(p, segSuffix) && syncs.Add(1) == 1 {
 			<-release // hold the first commit
 		}
 		return nil
-	}})
+	})
+	h := journalHarness(t, Options{})
 	put := func(i int) {
 		body := fmt.Sprintf("Subject: %d\r\n\r\nbody %d\r\n", i, i)
 		if _, err := h.q.Put(context.Background(), "a@example.com", []string{"b@example.org"}, strings.NewReader(body)); err != nil {
@@ -279,12 +280,13 @@ func TestJournalBigMessageGetsFiles(t *testing.T) {
 // Put works in a new segment.
 func TestJournalSyncFailure(t *testing.T) {
 	var fail atomic.Bool
-	h := journalHarness(t, Options{TestHookBeforeSync: func(p string) error {
+	setBeforeSync(t, func(p string) error {
 		if strings.HasSuffix(p, segSuffix) && fail.Load() {
 			return syscall.ENOSPC
 		}
 		return nil
-	}})
+	})
+	h := journalHarness(t, Options{})
 	a := h.put("alice@example.com", "a@example.org")
 	fail.Store(true)
 	_, err := h.q.Put(context.Background(), "alice@example.com", []string{"b@example.org"}, strings.NewReader(testMessage))

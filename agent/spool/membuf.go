@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sealrelay/sealrelay/internal/safeio"
 )
 
 // Memory for messages being received is bounded, whatever their size and
@@ -63,10 +65,10 @@ type inbound struct {
 	first  [4]*[]byte // chunks' first backing array: no allocation for small messages
 
 	st    *store
-	path  string      // of the message's own file, if it spills
-	file  *atomicFile // the message's own file, once spilled
-	sum   hash.Hash   // SHA-256 of what went to file
-	size  int64       // bytes in file
+	path  string       // of the message's own file, if it spills
+	file  *safeio.File // the message's own file, once spilled
+	sum   hash.Hash    // SHA-256 of what went to file
+	size  int64        // bytes in file
 	spare *[]byte
 
 	intoSpare bool // the last buffer handed out by space is spare

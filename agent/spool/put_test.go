@@ -107,12 +107,13 @@ func TestPutSyncFailure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var failing atomic.Bool
 			var dir string
-			h := newHarness(t, Options{TestHookBeforeSync: func(p string) error {
+			setBeforeSync(t, func(p string) error {
 				if failing.Load() && tc.target(dir, p) {
 					return syscall.ENOSPC
 				}
 				return nil
-			}})
+			})
+			h := newHarness(t, Options{})
 			dir = h.dir
 			failing.Store(true)
 			id, err := h.q.Put(context.Background(), "alice@example.com", []string{"bob@example.org"}, strings.NewReader(testMessage))
@@ -279,12 +280,13 @@ func TestOpenOptionErrors(t *testing.T) {
 func TestConcurrentPuts(t *testing.T) {
 	var dirSyncs atomic.Int64
 	var dir string
-	h := newHarness(t, Options{TestHookBeforeSync: func(p string) error {
+	setBeforeSync(t, func(p string) error {
 		if p == dir {
 			dirSyncs.Add(1)
 		}
 		return nil
-	}})
+	})
+	h := newHarness(t, Options{})
 	dir = h.dir
 	const n = 64
 	ids := make([]string, n)

@@ -205,7 +205,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 		case Permanent:
 			r.State = StateFailed
 			r.LastError = orText(errorText(res.Err), "permanent failure")
-			r.Status = failureStatus(r.LastError)
+			r.Status, r.ReplyCode = failureStatus(res), failureCode(res)
 			q.stats.failed.Add(1)
 			q.log.Warn("spool: delivery failed", "id", env.ID, "rcpt", r.Address, "relay", res.Relay, "status", r.Status, "err", r.LastError)
 		default: // Temporary, and anything a Deliverer should not return
@@ -224,7 +224,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 	if now.Sub(env.Received) >= q.opt.MaxLifetime {
 		for _, i := range env.pending() {
 			r := &env.Recipients[i]
-			r.State, r.Status = StateFailed, statusExpired
+			r.State, r.Status, r.ReplyCode = StateFailed, statusExpired, 0
 			r.LastError = oneLine(fmt.Sprintf("expired after %s in the queue; last error: %s", q.opt.MaxLifetime, r.LastError), maxErrorBytes)
 			q.stats.failed.Add(1)
 			q.stats.expired.Add(1)

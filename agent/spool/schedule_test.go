@@ -126,7 +126,7 @@ func respondDSNDelivered(respond func(d *Delivery) []RcptResult) func(d *Deliver
 
 func TestPermanentFailureSendsDSN(t *testing.T) {
 	h := newHarness(t, Options{})
-	d := &fakeDeliverer{respond: respondDSNDelivered(all(Permanent, errors.New("550 5.1.1 <bob@example.org>: user unknown")))}
+	d := &fakeDeliverer{respond: respondDSNDelivered(all(Permanent, reply(550, "5.1.1", "<bob@example.org>: user unknown")))}
 	id := h.put("alice@example.com", "bob@example.org")
 	h.run(d)
 	h.waitProcessed(id, "") // the DSN
@@ -183,8 +183,8 @@ func TestMixedResults(t *testing.T) {
 		first = false
 		return []RcptResult{
 			{Rcpt: dl.To[0], Status: Delivered},
-			{Rcpt: dl.To[1], Status: Permanent, Err: errors.New("554 5.7.1 relaying denied")},
-			{Rcpt: dl.To[2], Status: Temporary, Err: errors.New("452 4.2.2 mailbox full")},
+			withReply(RcptResult{Rcpt: dl.To[1], Status: Permanent, Err: reply(554, "5.7.1", "relaying denied")}),
+			withReply(RcptResult{Rcpt: dl.To[2], Status: Temporary, Err: reply(452, "4.2.2", "mailbox full")}),
 		}
 	})}
 	id := h.put("alice@example.com", "a@example.org", "b@example.org", "c@example.org")
@@ -493,15 +493,16 @@ func TestDeleteDuringDelivery(t *testing.T) {
 func TestDSNQueueFailureKeepsItem(t *testing.T) {
 	var full bool
 	var mu sync.Mutex
-	h := newHarness(t, Options{MinBackoff: time.Minute, TestHookBeforeSync: func(p string) error {
+	setBeforeSync(t, func(p string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if full && strings.HasSuffix(p, ".msg.tmp") {
 			return errors.New("no space left on device")
 		}
 		return nil
-	}})
-	d := &fakeDeliverer{respond: respondDSNDelivered(all(Permanent, errors.New("550 5.1.1 user unknown")))}
+	})
+	h := newHarness(t, Options{MinBackoff: time.Minute})
+	d := &fakeDeliverer{respond: respondDSNDelivered(all(Permanent, reply(550, "5.1.1", "user unknown")))}
 	id := h.put("alice@example.com", "bob@example.org")
 	mu.Lock()
 	full = true

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/deliver"
-	"github.com/sealrelay/sealrelay/secrets"
 )
 
 const checkUsage = "sealrelay check -c CONFIG"
@@ -37,37 +35,24 @@ func cmdCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	relays, err := cfg.DeliverRelays()
-	if err != nil {
-		return err
-	}
-	var creds deliver.Credentials
 	credFailed := false
-	if src != nil {
-		if st, ok := src.(agent.Starter); ok {
-			if err := st.Start(e.ctx); err != nil {
-				printError(e.stderr, fmt.Errorf("credentials: %w", err))
-			}
+	results, err := agent.Check(e.ctx, cfg, src, log, func(c agent.CredentialCheck) {
+		if c.StartErr != nil {
+			printError(e.stderr, fmt.Errorf("credentials: %w", c.StartErr))
 		}
-		store := secrets.NewStore(src, cfg.CredentialNames(), secrets.StoreOptions{Logger: log})
-		if err := store.Load(e.ctx); err != nil {
-			fmt.Fprintf(e.stdout, "credentials %s: FAILED: %v\n", src, err)
-			printError(e.stderr, fmt.Errorf("credentials: %w", err))
+		if c.Err != nil {
+			fmt.Fprintf(e.stdout, "credentials %s: FAILED: %v\n", c.Source, c.Err)
+			printError(e.stderr, fmt.Errorf("credentials: %w", c.Err))
 			credFailed = true
 		} else {
-			fmt.Fprintf(e.stdout, "credentials %s: ok (%s)\n", src, strings.Join(store.Names(), ", "))
+			fmt.Fprintf(e.stdout, "credentials %s: ok (%s)\n", c.Source, strings.Join(c.Names, ", "))
 		}
-		creds = store
-	}
-	d, err := deliver.New(deliver.Options{Hostname: cfg.Hostname, Relays: relays, Credentials: creds, Logger: log})
+	})
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
 	failed := 0
-	for _, r := range d.Check(ctx) {
+	for _, r := range results {
 		fmt.Fprintln(e.stdout, r.String())
 		if !r.OK && r.Policy == deliver.AuthRequired {
 			failed++

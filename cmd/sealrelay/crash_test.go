@@ -22,7 +22,7 @@ import (
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
-// The crash loop (issue 5, item 1): clients send messages through the built
+// The crash loop: clients send messages through the built
 // binary while it is killed with SIGKILL at random moments and restarted;
 // every message a client saw a 250 for must reach the upstream.
 //

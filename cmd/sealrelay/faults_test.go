@@ -11,7 +11,7 @@ import (
 	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
-// Upstream faults (issue 5, item 2).
+// The parameters of the upstream-faults test (TestUpstreamFaults).
 const (
 	faultsM        = 300 // messages through the faulty upstream
 	faultsClients  = 4

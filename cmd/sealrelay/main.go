@@ -30,7 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sealrelay/sealrelay/keys"
+	"github.com/sealrelay/sealrelay/internal/hint"
 )
 
 // env is what a command may touch: its standard streams and the process
@@ -135,35 +135,9 @@ func run(e *env, args []string) int {
 // chain as "sealrelay: hint: ...".
 func printError(w io.Writer, err error) {
 	fmt.Fprintf(w, "sealrelay: %v\n", err)
-	for _, h := range hints(err) {
+	for _, h := range hint.All(err) {
 		fmt.Fprintf(w, "sealrelay: hint: %s\n", h)
 	}
-}
-
-// hints collects the Hint of every keys.Hinter in err's tree, once each.
-func hints(err error) []string {
-	var out []string
-	seen := map[string]bool{}
-	var walk func(error)
-	walk = func(err error) {
-		if err == nil {
-			return
-		}
-		if h, ok := err.(keys.Hinter); ok && !seen[h.Hint()] {
-			seen[h.Hint()] = true
-			out = append(out, h.Hint())
-		}
-		switch u := err.(type) {
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		case interface{ Unwrap() []error }:
-			for _, e := range u.Unwrap() {
-				walk(e)
-			}
-		}
-	}
-	walk(err)
-	return out
 }
 
 // usageError is a mistake in the command line: exit status 2.

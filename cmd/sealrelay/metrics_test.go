@@ -26,23 +26,10 @@ func TestMetrics(t *testing.T) {
 	if err := up.WaitMessages(1, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var addr string
-	waitFor(t, 5*time.Second, "the metrics address in the log", func() bool {
-		m := regexp.MustCompile(`msg="metrics listening" address=(\S+)`).FindStringSubmatch(a.logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
+	url := metricsURL(t, a)
 	var body string
 	waitFor(t, 10*time.Second, "the delivery to be counted", func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		body = string(b)
+		body = scrape(t, url)
 		return strings.Contains(body, "sealrelay_spool_delivered_total 1\n")
 	})
 	for _, want := range []string{
@@ -61,4 +48,31 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(body, rigPass) || strings.Contains(body, rigUser) {
 		t.Error("/metrics shows the credential")
 	}
+}
+
+// metricsURL returns the URL of the /metrics of a, whose config sets
+// metrics_address, once the agent has logged where it listens.
+func metricsURL(t *testing.T, a *runningAgent) string {
+	t.Helper()
+	var addr string
+	waitFor(t, 5*time.Second, "the metrics address in the log", func() bool {
+		m := regexp.MustCompile(`msg="metrics listening" address=(\S+)`).FindStringSubmatch(a.logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return "http://" + addr + "/metrics"
+}
+
+// scrape returns what url serves.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(b)
 }

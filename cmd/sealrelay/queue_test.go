@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,6 +119,7 @@ func TestUndeliverableDSNIsHeld(t *testing.T) {
 		Reply:   &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "relaying denied"},
 	}}}})
 	cfg := rigConfig(t, dir, up.Addr(), relayOpts{Auth: "disabled", NoCred: true}, "")
+	writeTestFile(t, cfg, "metrics_address = \"127.0.0.1:0\"\n"+readTestFile(t, cfg))
 	a := startAgent(t, cfg)
 	if err := send(a.Addr().String(), "app@client.test", "someone@example.net", "<held@rig>"); err != nil {
 		t.Fatal(err)
@@ -164,16 +166,17 @@ func TestUndeliverableDSNIsHeld(t *testing.T) {
 	}
 }
 
-// gauge returns the value of the agent's metric name (-1 if missing).
+// gauge returns the value of the agent's metric name, an unlabelled
+// gauge, as its /metrics serves it (-1 if missing).
 func gauge(t *testing.T, a *runningAgent, name string) float64 {
 	t.Helper()
-	mfs, err := a.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+	for _, line := range strings.Split(scrape(t, metricsURL(t, a)), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
 		}
 	}
 	return -1

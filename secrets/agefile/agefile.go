@@ -23,15 +23,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/sealrelay/sealrelay/internal/safeio"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -259,61 +257,16 @@ func Write(path string, creds []secrets.Credential, rl *keys.RecipientList) erro
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	return writeAtomic(path, sealed)
-}
-
-// testHookBeforeRename, when set by a test, is called with the temp file's
-// name after it is written and synced, before it is renamed into place.
-var testHookBeforeRename func(tmp string)
-
-// writeAtomic replaces path with data: temp file, write, fsync, rename,
-// fsync of the directory.
-func writeAtomic(path string, data []byte) (err error) {
-	mode := fs.FileMode(0o600)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("writing credential file: %w", err)
-	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	err = safeio.WriteFile(path, func(w io.Writer) error {
+		_, err := w.Write(sealed)
+		return err
+	}, safeio.Options{KeepMode: true, BeforeSync: testHookBeforeSync})
 	if err != nil {
 		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	if testHookBeforeRename != nil {
-		testHookBeforeRename(tmp.Name())
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing credential file %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing directory of %s: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing directory of %s: %w", path, err)
 	}
 	return nil
 }
+
+// testHookBeforeSync, when set by a test, is called with the temp file's
+// name after it is written, before it is synced and renamed into place.
+var testHookBeforeSync func(tmp string) error

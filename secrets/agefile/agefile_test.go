@@ -13,6 +13,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/sealrelay/sealrelay/internal/hint"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -262,7 +263,7 @@ func TestReadNotRecipient(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("error = %v\nwant %s", err, want)
 	}
-	var h keys.Hinter
+	var h hint.Hinter
 	if !errors.As(err, &h) || !strings.Contains(h.Hint(), "creds reencrypt") {
 		t.Errorf("error has no hint naming creds reencrypt: %v", err)
 	}
@@ -361,7 +362,7 @@ func TestWriteKeepsModeAndLeavesNoTempFiles(t *testing.T) {
 	creds := []secrets.Credential{secrets.NewCredential("primary", "u", testPassword, "")}
 
 	var temps []string
-	testHookBeforeRename = func(tmp string) {
+	testHookBeforeSync = func(tmp string) error {
 		temps = append(temps, tmp)
 		data, err := os.ReadFile(tmp)
 		if err != nil {
@@ -373,8 +374,9 @@ func TestWriteKeepsModeAndLeavesNoTempFiles(t *testing.T) {
 		if filepath.Dir(tmp) != dir {
 			t.Errorf("temp file %s is not in the file's directory %s", tmp, dir)
 		}
+		return nil
 	}
-	t.Cleanup(func() { testHookBeforeRename = nil })
+	t.Cleanup(func() { testHookBeforeSync = nil })
 
 	if err := Write(path, creds, rl); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,66 @@
+package deliver
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealrelay/sealrelay/agent/spool"
+)
+
+// localError is a failure on our side (the spool), not the relay's.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// permanentError marks a failure retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// classify maps an error to a recipient status: a 5xx reply is Permanent
+// unless it is about authentication; everything else is Temporary.
+func classify(err error) spool.Status {
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return spool.Permanent
+	}
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code < 500 || se.Code > 599 {
+		return spool.Temporary
+	}
+	if authProblem(se) {
+		return spool.Temporary
+	}
+	return spool.Permanent
+}
+
+// replyCodes returns the relay's reply code in err and its enhanced status
+// code ("5.1.1", "" if the reply had none), or 0 and "" when err holds no
+// reply from the relay. The spool takes a failed recipient's DSN status
+// from them, never from the error's text.
+func replyCodes(err error) (code int, enhanced string) {
+	var pe *permanentError
+	var se *smtp.SMTPError
+	if errors.As(err, &pe) || !errors.As(err, &se) {
+		return 0, ""
+	}
+	if e := se.EnhancedCode; e != smtp.NoEnhancedCode && e != (smtp.EnhancedCode{}) {
+		enhanced = fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
+	}
+	return se.Code, enhanced
+}
+
+// authProblem reports whether a 5xx reply says the session lacks
+// authentication (530 5.7.0, or 5.7.8/5.7.9/5.7.11 codes): the policy
+// defers those rather than bounce.
+func authProblem(se *smtp.SMTPError) bool {
+	if se.Code == 530 || se.Code == 535 || se.Code == 538 {
+		return true
+	}
+	e := se.EnhancedCode
+	return e[0] == 5 && e[1] == 7 && (e[2] == 0 || e[2] == 8 || e[2] == 9 || e[2] == 11)
+}

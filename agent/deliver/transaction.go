@@ -1,0 +1,151 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealrelay/sealrelay/agent/spool"
+)
+
+// deliver runs m's transaction on a connection to r. A non-nil error means
+// r could not be used and the next relay should be tried.
+func (r *relay) deliver(ctx context.Context, m *spool.Delivery) ([]spool.RcptResult, error) {
+	fresh := false
+	for {
+		cn, reused, err := r.get(ctx, fresh)
+		if err != nil {
+			return nil, err
+		}
+		done := cn.watch(ctx)
+		res, retry := cn.transaction(m, reused)
+		done()
+		r.put(cn)
+		switch retry {
+		case retryDropped:
+			// The pooled connection was gone before MAIL was taken:
+			// nothing was sent, so a new connection may try.
+			r.d.st.broken.Add(1)
+			r.d.log.Debug("pooled connection was closed by the relay; replacing it", "relay", r.cfg.Name)
+			continue
+		case retryRefused:
+			// A 5xx to MAIL on a pooled session may be about the session;
+			// a new one gives the final answer.
+			r.d.st.broken.Add(1)
+			r.d.log.Debug("pooled connection refused MAIL; trying a new connection", "relay", r.cfg.Name, "id", m.ID)
+			fresh = true
+			continue
+		}
+		return res, nil
+	}
+}
+
+// retry says whether a transaction should run again on another connection.
+type retry int
+
+const (
+	retryNone    retry = iota // the results are final
+	retryDropped              // the pooled connection was gone at MAIL
+	retryRefused              // the pooled connection answered MAIL with a 5xx
+)
+
+// transaction sends MAIL, RCPT for each recipient and DATA. Once MAIL is
+// taken, the relay's answers are final for this attempt. On a reused
+// connection, a MAIL that fails with a network error or 421 (the relay had
+// closed the session) reports retryDropped, and one that gets a 5xx
+// reports retryRefused: nothing was taken, try another connection.
+func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptResult, again retry) {
+	name := cn.r.cfg.Name
+	res = make([]spool.RcptResult, len(m.To))
+	for i, to := range m.To {
+		res[i] = spool.RcptResult{Rcpt: to, Status: spool.Temporary, Relay: name}
+	}
+	setAll := func(idx []int, err error) []spool.RcptResult {
+		st := classify(err)
+		code, enhanced := replyCodes(err)
+		for _, i := range idx {
+			res[i].Status, res[i].Err = st, err
+			res[i].Code, res[i].Enhanced = code, enhanced
+		}
+		return res
+	}
+	all := make([]int, len(m.To))
+	for i := range all {
+		all[i] = i
+	}
+	relayErr := func(cmd string, err error) error {
+		cn.fail(err)
+		return fmt.Errorf("relay %s: %w", name, &replyError{cmd: cmd, err: err})
+	}
+
+	opts := &smtp.MailOptions{Size: m.Size}
+	if !isASCII(m.From) || !allASCII(m.To) {
+		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
+			err := fmt.Errorf("relay %s does not support SMTPUTF8, which the non-ASCII addresses need", name)
+			return setAll(all, &permanentError{err}), retryNone
+		}
+		opts.UTF8 = true
+	}
+	if err := cn.c.Mail(m.From, opts); err != nil {
+		var se *smtp.SMTPError
+		switch {
+		case reused && (!errors.As(err, &se) || se.Code == 421):
+			cn.broken = true
+			return nil, retryDropped
+		case reused && se.Code >= 500:
+			cn.broken = true
+			return nil, retryRefused
+		}
+		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
+	}
+	cn.inTransaction = true
+	var accepted []int
+	for i, to := range m.To {
+		if err := cn.c.Rcpt(to, nil); err != nil {
+			err = relayErr(fmt.Sprintf("RCPT TO:<%s>", to), err)
+			if cn.broken {
+				// The recipients accepted so far got no DATA either.
+				return setAll(append(accepted, all[i:]...), err), retryNone
+			}
+			setAll([]int{i}, err)
+			continue
+		}
+		accepted = append(accepted, i)
+	}
+	if len(accepted) == 0 {
+		return res, retryNone
+	}
+
+	err := cn.data(m)
+	if err == nil {
+		for _, i := range accepted {
+			res[i].Status, res[i].Err = spool.Delivered, nil
+		}
+		return res, retryNone
+	}
+	var le *localError
+	if !errors.As(err, &le) {
+		err = relayErr("DATA", err)
+	}
+	return setAll(accepted, err), retryNone
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func allASCII(ss []string) bool {
+	for _, s := range ss {
+		if !isASCII(s) {
+			return false
+		}
+	}
+	return true
+}
