@@ -90,6 +90,36 @@ func (s *store) write(path string, fill func(w io.Writer) error) error {
 	return safeio.WriteFile(path, fill, s.fileOptions())
 }
 
+// commitPair puts an item's message file msg and then its envelope, data
+// at envPath, in place: both are made durable first, then renamed one
+// right after the other, and one directory fsync covers both renames. The
+// envelope's rename is the commit point; a crash between the two renames
+// leaves a message without an envelope, which was never acknowledged. On
+// error msg is given up and nothing new is left at envPath.
+func (s *store) commitPair(msg *safeio.File, envPath string, data []byte) error {
+	env, err := s.create(envPath)
+	if err != nil {
+		msg.Abort()
+		return err
+	}
+	_, err = env.Write(data)
+	if err == nil {
+		err = msg.Finish()
+	}
+	if err == nil {
+		err = env.Finish()
+	}
+	if err == nil {
+		err = msg.Rename()
+	}
+	if err != nil {
+		msg.Abort()
+		env.Abort()
+		return err
+	}
+	return env.Commit()
+}
+
 // replace atomically puts data at path in the spool directory.
 func (s *store) replace(path string, data []byte) error {
 	return s.write(path, func(w io.Writer) error {

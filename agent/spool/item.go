@@ -59,9 +59,9 @@ func (q *Queue) writeEnvelope(it *item) error {
 	return nil
 }
 
-// moveOut gives a journaled item files of its own (its message, then its
-// new envelope, each durable) before its envelope changes, and then lets
-// the journal forget it. Call with it.fileMu held.
+// moveOut gives a journaled item files of its own (its message and its
+// new envelope, committed as a pair) before its envelope changes, and then
+// lets the journal forget it. Call with it.fileMu held.
 func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error {
 	msgPath, envPath := q.st.path(env.ID, msgSuffix), q.st.path(env.ID, envSuffix)
 	rc, err := jl.open(env.Size)
@@ -69,14 +69,16 @@ func (q *Queue) moveOut(it *item, jl *jloc, env *envelope, envData []byte) error
 		return fmt.Errorf("moving %s out of the journal: %w", env.ID, err)
 	}
 	defer rc.Close()
-	err = q.st.write(msgPath, func(w io.Writer) error {
-		buf := copyBufs.Get().(*[]byte)
-		defer copyBufs.Put(buf)
-		_, err := io.CopyBuffer(w, rc, *buf)
-		return err
-	})
+	msg, err := q.st.create(msgPath)
 	if err == nil {
-		err = q.st.replace(envPath, envData)
+		buf := copyBufs.Get().(*[]byte)
+		_, err = io.CopyBuffer(msg, rc, *buf)
+		copyBufs.Put(buf)
+		if err != nil {
+			msg.Abort()
+		} else {
+			err = q.st.commitPair(msg, envPath, envData)
+		}
 	}
 	if err != nil {
 		// The item stays in the journal, as it was; no half-moved files.

@@ -127,8 +127,8 @@ func (q *Queue) putJournal(id string, now time.Time, from string, to []string, m
 
 // putFiles finishes the message in its own file (spilling it there if it
 // is still in memory) and writes its envelope: each a temporary file,
-// written, fsynced and renamed, and the directory fsynced. The envelope's
-// rename is the commit point.
+// written and fsynced, then both renamed and the directory fsynced once.
+// The envelope's rename is the commit point.
 func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from string, to []string, m *inbound) (it *item, err error) {
 	msgPath, envPath := q.st.path(id, msgSuffix), q.st.path(id, envSuffix)
 	defer func() {
@@ -144,18 +144,16 @@ func (q *Queue) putFiles(ctx context.Context, id string, now time.Time, from str
 	}
 	f := m.file
 	m.file = nil
-	if err = f.Commit(); err != nil {
-		return nil, err
-	}
 	env := newEnvelope(id, now, from, to, m.size, m.sum.Sum(nil))
 	data, err := env.marshal()
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
+		f.Abort()
 		return nil, err
 	}
-	if err = ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err = q.st.replace(envPath, data); err != nil {
+	if err = q.st.commitPair(f, envPath, data); err != nil {
 		return nil, err
 	}
 	return &item{env: env, index: -1}, nil

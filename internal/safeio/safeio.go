@@ -54,6 +54,7 @@ type File struct {
 	f         *os.File
 	path, tmp string
 	opt       Options
+	closed    bool // fsynced and closed: only the rename is left
 }
 
 // Create starts writing path.
@@ -121,21 +122,47 @@ func (a *File) Write(p []byte) (int, error) {
 // over path, fsync of the directory. On error nothing is left at the
 // temporary name (what was renamed stays: the caller decides).
 func (a *File) Commit() error {
-	err := a.sync()
-	if cerr := a.f.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("close %s: %w", a.tmp, cerr)
-	}
-	if err == nil {
-		err = os.Rename(a.tmp, a.path)
-	}
-	if err != nil {
-		os.Remove(a.tmp)
+	if err := a.Rename(); err != nil {
 		return err
 	}
 	if a.opt.SyncDir != nil {
 		return a.opt.SyncDir()
 	}
 	return SyncDir(filepath.Dir(a.path))
+}
+
+// Finish makes the temporary file durable (fsync) and closes it, without
+// putting it in place. Files that commit together are finished first and
+// renamed after, so the renames follow each other with no fsync between
+// them, and one directory fsync (the last Commit) covers them all. On
+// error the temporary file is removed.
+func (a *File) Finish() error {
+	if a.closed {
+		return nil
+	}
+	a.closed = true
+	err := a.sync()
+	if cerr := a.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("close %s: %w", a.tmp, cerr)
+	}
+	if err != nil {
+		os.Remove(a.tmp)
+	}
+	return err
+}
+
+// Rename finishes the file as Finish does, if it is not yet, and renames it
+// over path, without the directory fsync: a later Commit of another file
+// in the same directory (or SyncDir) makes the rename durable.
+func (a *File) Rename() error {
+	if err := a.Finish(); err != nil {
+		return err
+	}
+	if err := os.Rename(a.tmp, a.path); err != nil {
+		os.Remove(a.tmp)
+		return err
+	}
+	return nil
 }
 
 // sync fsyncs the temporary file, after the test seam.
@@ -153,7 +180,9 @@ func (a *File) sync() error {
 
 // Abort gives up: the temporary file is closed and removed.
 func (a *File) Abort() {
-	a.f.Close()
+	if !a.closed {
+		a.f.Close()
+	}
 	os.Remove(a.tmp)
 }
 

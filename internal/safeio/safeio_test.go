@@ -170,3 +170,60 @@ func TestSyncDirCalled(t *testing.T) {
 		t.Errorf("SyncDir called %d times, error %v; want once, %v", calls, err, errDir)
 	}
 }
+
+// TestPairSharesOneDirectorySync: two files finished first, then renamed
+// one after the other, with one directory fsync (the second Commit) for
+// both; the first Rename syncs nothing itself.
+func TestPairSharesOneDirectorySync(t *testing.T) {
+	dir := t.TempDir()
+	syncs := 0
+	opt := Options{FixedTemp: true, SyncDir: func() error { syncs++; return nil }}
+	a, err := Create(filepath.Join(dir, "x.msg"), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Create(filepath.Join(dir, "x.env"), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(a, "message")
+	io.WriteString(b, "envelope")
+	if err := a.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"x.env.tmp", "x.msg.tmp"}) {
+		t.Fatalf("after Finish: %v, want only the two temporary files", got)
+	}
+	if _, err := a.Write([]byte("more")); err == nil {
+		t.Error("Write after Finish succeeded")
+	}
+	if err := a.Rename(); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 0 {
+		t.Errorf("Rename synced the directory %d times, want 0", syncs)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if syncs != 1 {
+		t.Errorf("directory synced %d times for the pair, want 1", syncs)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"x.env", "x.msg"}) {
+		t.Fatalf("after Commit: %v", got)
+	}
+	c, err := Create(filepath.Join(dir, "y.msg"), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	c.Abort()
+	if got := names(t, dir); !slices.Equal(got, []string{"x.env", "x.msg"}) {
+		t.Fatalf("Abort after Finish left %v", got)
+	}
+}
