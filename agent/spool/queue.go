@@ -144,6 +144,8 @@ type Queue struct {
 	closed   bool
 
 	stats counters
+
+	probe chan chan struct{} // liveness probes Run answers (Alive)
 }
 
 // item is one queued message.
@@ -236,6 +238,7 @@ func Open(opt Options) (*Queue, error) {
 		log:   opt.Logger,
 		st:    newStore(opt.Dir, dirf, opt.TestHookBeforeSync),
 		wake:  make(chan struct{}, 1),
+		probe: make(chan chan struct{}),
 		items: make(map[string]*item),
 	}
 	if created {
