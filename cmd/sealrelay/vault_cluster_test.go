@@ -153,18 +153,7 @@ func TestVaultClusterFailover(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	waitFor(t, 60*time.Second, "every accepted message at the relay", func() bool {
-		got := map[string]bool{}
-		for _, m := range up.Messages() {
-			got[m.MessageID] = true
-		}
-		for id := range accepted {
-			if !got[id] {
-				return false
-			}
-		}
-		return true
-	})
+	waitRelayed(t, up, accepted)
 	msgs := up.Messages()
 	delivered := map[string]bool{}
 	bounced := 0
