@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ type Agent struct {
 	reg   *prometheus.Registry
 
 	closeOnce sync.Once
+	svc       atomic.Pointer[service] // set while Run runs under systemd (service.go)
 }
 
 // Options are the parts of an Agent that do not come from the config file.
@@ -140,6 +142,7 @@ func (a *Agent) Listener() *smtpd.Server { return a.smtp }
 // Reload re-reads every credential (SIGHUP). On failure the old credentials
 // stay in use; the error says why.
 func (a *Agent) Reload(ctx context.Context) error {
+	defer a.reloading()()
 	if len(a.store.Names()) == 0 {
 		return nil
 	}
@@ -195,8 +198,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { a.queue.Run(qctx, a.deliv); close(queueDone) }()
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- a.smtp.Serve(a.ln) }()
+	accept := watchAccept(a.ln)
+	go func() { serveErr <- a.smtp.Serve(accept) }()
 	a.log.Info("listening", "address", a.ln.Addr().String(), "relays", len(a.cfg.Relays), "spool", a.cfg.SpoolDir())
+	svc := a.startService(bg, accept, queueDone)
 
 	var runErr error
 	select {
@@ -206,6 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			runErr = fmt.Errorf("listener: %w", err)
 		}
 	}
+	svc.stopping()
 	a.log.Info("stopping: no new connections; finishing sessions and deliveries in progress")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Queue.DrainTimeout.Duration)
 	a.smtp.Shutdown(sctx) //nolint:errcheck // best effort within the drain time

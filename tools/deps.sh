@@ -5,7 +5,10 @@
 # tests and the benchmark (internal/postfixtest runs private instances);
 # Dovecot (dovecot-core) as Postfix's SASL backend for CRAM-MD5, SCRAM and
 # OAuth2 bearer tokens (internal/peers/dovecot); a C compiler for the cgo
-# (SQLite) build of the Hydra test server (tools/hydra/build.sh).
+# (SQLite) build of the Hydra test server (tools/hydra/build.sh);
+# systemd-analyze (systemd) to verify and rate the unit in dist/systemd,
+# bubblewrap and the kernel's syscall numbers (linux-libc-dev) for the
+# test that runs the agent in the unit's sandbox (internal/sandbox).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -15,6 +18,10 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 want=()
 installed swaks || want+=(swaks)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
+command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+for p in bubblewrap linux-libc-dev; do
+  installed "$p" || want+=("$p")
+done
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
   for p in postfix sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-core; do
     installed "$p" || want+=("$p")

@@ -54,6 +54,8 @@ type Queue struct {
 
 	mem   budget // for the bodies of messages being received
 	stats counters
+
+	probe chan chan struct{} // liveness probes Run answers (Alive)
 }
 
 // Open opens the spool in opt.Dir, creating it (mode 0700) if needed, and
@@ -105,6 +107,7 @@ func Open(opt Options) (*Queue, error) {
 		log:   opt.Logger,
 		st:    newStore(opt.Dir, dirf, testHookBeforeSync()),
 		wake:  make(chan struct{}, 1),
+		probe: make(chan chan struct{}),
 		items: make(map[string]*item),
 		mem:   budget{limit: opt.MemoryBudget},
 	}

@@ -86,6 +86,8 @@ func (q *Queue) Run(ctx context.Context, d Deliverer) {
 			return
 		case <-q.wake:
 		case <-timer.C:
+		case ack := <-q.probe:
+			answerProbe(ack)
 		}
 	}
 }

@@ -220,6 +220,24 @@ func onlyItem(t testing.TB, q *spool.Queue) spool.Info {
 	return items[0]
 }
 
+// waitRelayed waits up to a minute until the relay holds every message in
+// accepted (Message-ID to when the agent took it).
+func waitRelayed(t testing.TB, up *upstream.Server, accepted map[string]time.Time) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "every accepted message at the relay", func() bool {
+		got := map[string]bool{}
+		for _, m := range up.Messages() {
+			got[m.MessageID] = true
+		}
+		for id := range accepted {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // syncBuffer is a log sink the test reads while the code writes to it.
 type syncBuffer = logbuf.Buffer
 

@@ -155,18 +155,7 @@ func rotation(t *testing.T, a *runningAgent, up *upstream.Server, setStored func
 
 	mu.Lock()
 	defer mu.Unlock()
-	waitFor(t, 60*time.Second, "every accepted message at the relay", func() bool {
-		got := map[string]bool{}
-		for _, m := range up.Messages() {
-			got[m.MessageID] = true
-		}
-		for id := range accepted {
-			if !got[id] {
-				return false
-			}
-		}
-		return true
-	})
+	waitRelayed(t, up, accepted)
 	delivered := map[string]time.Time{}
 	bounced := int(a.Queue().Stats().Bounced)
 	for _, m := range up.Messages() {
