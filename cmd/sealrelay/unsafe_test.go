@@ -24,7 +24,7 @@ func TestUnsafeFilesRefusedByCommands(t *testing.T) {
 	}{
 		{
 			name: "identity of another user", root: true,
-			breakIt: func(t *testing.T, dir string) { chown(t, filepath.Join(dir, "identity.txt")) },
+			breakIt: func(t *testing.T, dir string) { chown(t, filepath.Join(dir, "identity.txt"), 4242, 4242) },
 			args:    func(dir, cfg string) []string { return []string{"check", "-c", cfg} },
 			err: func(dir string) string {
 				return "credentials.identity: identity file " + filepath.Join(dir, "identity.txt") + " is owned by uid 4242, not by uid 0 (the user sealrelay runs as) or root; refusing to use it: its owner can change it"
@@ -103,9 +103,3 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 	}
 }
 
-func chown(t *testing.T, path string) {
-	t.Helper()
-	if err := os.Chown(path, 4242, 4242); err != nil {
-		t.Fatal(err)
-	}
-}
