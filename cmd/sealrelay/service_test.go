@@ -85,8 +85,8 @@ func TestServiceNotify(t *testing.T) {
 		}
 	}
 	// Half the interval apart: three gaps take about 1.5s; under a second
-	// means they come too often (timers never
-	// fire early; a slow machine may make them later, which is not checked).
+	// means they come too often (timers never fire early; a slow machine may
+	// make them later, which is not checked).
 	if span := last.At.Sub(first.At); span < time.Second {
 		t.Errorf("4 pings over %v; want them half the 1s watchdog interval apart", span)
 	}
