@@ -5,6 +5,7 @@ package sasl_test
 // Dovecot checks by introspection (internal/peers/hydra).
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/sealrelay/sealrelay/internal/peers/dovecot"
 	"github.com/sealrelay/sealrelay/internal/peers/hydra"
 	"github.com/sealrelay/sealrelay/internal/postfixtest"
+	"github.com/sealrelay/sealrelay/secrets/oauth"
 )
 
 const (
@@ -255,4 +257,50 @@ func TestBearerMechanismsAgainstDovecot(t *testing.T) {
 		}
 	}
 	noSecret(t, "the logs", r.Dovecot.Log()+r.Postfix.Log(), tok, garbage)
+}
+
+// The two packages together, as delivery will use them: an access token
+// from secrets/oauth (a private_key_jwt client of Hydra) gets 235 with
+// XOAUTH2; once Hydra revoked it the relay refuses it (535, with the
+// refusal), and after Invalidate the next token is fetched and accepted.
+func TestOAuthTokensAgainstDovecot(t *testing.T) {
+	need(t)
+	h := hydra.Start(t, hydra.Options{})
+	r := dovecot.StartRelay(t, dovecot.Config{OAuth2: &dovecot.OAuth2{IntrospectionURL: h.IntrospectURL, Scope: "smtp"}}, postfixtest.Config{})
+	hc := h.CreateClient(t, hydra.ClientSpec{AuthMethod: hydra.PrivateKeyJWT})
+	cfg := oauth.Config{TokenURL: h.TokenURL, ClientID: hc.ID, PrivateKey: oauth.NewSecret(hc.KeyPEM()), KeyID: hc.KeyID, Scopes: []string{"smtp"}}
+	tk := oauth.NewTokens(oauth.Options{})
+	t.Cleanup(tk.Close)
+
+	tok, _, err := tk.Token(context.Background(), "relay", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := authenticate(t, r, sasl.NewXOAuth2Client(hc.ID, tok))
+	if err != nil {
+		t.Fatalf("AUTH XOAUTH2 with the token from secrets/oauth: %v", err)
+	}
+	relayed(t, r, c, "XOAUTH2", hc.ID)
+
+	h.Revoke(t, hc, tok)
+	a := sasl.NewXOAuth2Client(hc.ID, tok)
+	_, err = authenticate(t, r, a)
+	refused(t, err, "XOAUTH2 with the revoked token", tok)
+	if a.Refusal() == nil {
+		t.Fatal("no refusal recorded for the revoked token")
+	}
+	tk.Invalidate("relay")
+	fresh, _, err := tk.Token(context.Background(), "relay", cfg)
+	if err != nil || fresh == tok {
+		t.Fatalf("Token after Invalidate: %v (same token: %v)", err, fresh == tok)
+	}
+	c, err = authenticate(t, r, sasl.NewXOAuth2Client(hc.ID, fresh))
+	if err != nil {
+		t.Fatalf("AUTH XOAUTH2 with the fresh token: %v", err)
+	}
+	relayed(t, r, c, "XOAUTH2", hc.ID)
+	if n := h.TokenRequests(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
+	}
+	noSecret(t, "the logs", r.Dovecot.Log()+r.Postfix.Log(), tok, fresh, hc.KeyPEM())
 }

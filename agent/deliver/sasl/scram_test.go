@@ -170,7 +170,10 @@ func (s *scramSession) AuthMechanisms() []string { return []string{"SCRAM-SHA-25
 func (s *scramSession) Auth(string) (gosasl.Server, error) {
 	kf := scram.KeyFactors{Salt: "QSXCR+Q6sek8bf92", Iters: 4096}
 	client, _ := scram.SHA256.NewClient("user", "pencil", "")
-	stored := client.GetStoredCredentials(kf)
+	stored, err := client.GetStoredCredentialsWithError(kf)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return stored, nil })
 	if err != nil {
 		return nil, err
