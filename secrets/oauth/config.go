@@ -112,7 +112,8 @@ func (c Config) Grant() string {
 //     [https://mail.google.com/].
 //   - No provider: TokenURL is required; Scopes may be empty.
 //
-// Given values always win over the defaults. The checks: a client id;
+// Given values always win over the defaults. AuthMethod is set from what
+// authenticates the client. The checks: a client id;
 // a client secret or a private key, not both (or neither, only with a
 // refresh token: a public client); a certificate only with the private
 // key that matches it; a token URL that is https, or http to a loopback
