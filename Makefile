@@ -39,7 +39,7 @@ lint: vet
 
 # Each fuzz target for FUZZTIME, one at a time (the fuzzer uses every core).
 FUZZ_TARGETS = \
-	./agent:FuzzParseConfig \
+	./agent/config:FuzzParseConfig \
 	./keys:FuzzParseRecipients \
 	./secrets/agefile:FuzzParse \
 	./agent/spool:FuzzReadEnvelope \

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -26,7 +27,7 @@ func cmdCheck(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("check takes no arguments")
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -37,7 +38,7 @@ func cmdCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	relays, err := cfg.DeliverRelays()
+	relays, err := agent.DeliverRelays(cfg)
 	if err != nil {
 		return err
 	}

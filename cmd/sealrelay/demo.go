@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
@@ -104,7 +105,7 @@ func cmdDemo(e *env, args []string) error {
 	if err := os.WriteFile(cfgFile, []byte(demoConfig(dir, up.Addr())), 0o644); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	cfg, err := agent.LoadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 )
 
 const serveUsage = "sealrelay serve -c CONFIG"
@@ -24,7 +25,7 @@ func cmdServe(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("serve takes no arguments")
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -15,7 +15,7 @@ credential = "primary"
 `
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := ParseConfig([]byte(minimal), "/etc/sealrelay/sealrelay.toml")
+	c, err := Parse([]byte(minimal), "/etc/sealrelay/sealrelay.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigRelayDefaultsPerRelay(t *testing.T) {
-	c, err := ParseConfig([]byte(`
+	c, err := Parse([]byte(`
 [[relay]]
 name = "a"
 address = "a.example:587"
@@ -85,7 +85,7 @@ tls = "implicit"
 }
 
 func TestConfigRelativePaths(t *testing.T) {
-	c, err := ParseConfig([]byte(minimal+`
+	c, err := Parse([]byte(minimal+`
 [credentials]
 identity = "id.txt"
 `), "/etc/sr/sealrelay.toml")
@@ -134,7 +134,7 @@ func TestConfigErrors(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.toml), "c.toml")
+			_, err := Parse([]byte(tc.toml), "c.toml")
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
@@ -149,7 +149,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if err == nil || !strings.Contains(err.Error(), "nope.toml") {
 		t.Errorf("error %v does not name the file", err)
 	}
@@ -164,7 +164,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"http://v:8200\"\n"))
 	f.Add([]byte(minimal + "[queue]\nmin_backoff = \"1s\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseConfig(data, "fuzz.toml")
+		c, err := Parse(data, "fuzz.toml")
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.toml") {
 				t.Fatalf("error does not name the file: %v", err)

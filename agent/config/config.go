@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"bytes"
@@ -35,14 +35,14 @@ type Config struct {
 	LogLevel       string `toml:"log_level"`       // debug | info | warn | error; default info
 	MetricsAddress string `toml:"metrics_address"` // Prometheus /metrics listener; default "" (off)
 
-	Listen      ListenConfig      `toml:"listen"`
-	Relays      []RelayConfig     `toml:"relay"`
-	Credentials CredentialsConfig `toml:"credentials"`
-	Queue       QueueConfig       `toml:"queue"`
+	Listen      Listen      `toml:"listen"`
+	Relays      []Relay     `toml:"relay"`
+	Credentials Credentials `toml:"credentials"`
+	Queue       Queue       `toml:"queue"`
 }
 
-// ListenConfig is the [listen] table: the inbound SMTP listener.
-type ListenConfig struct {
+// Listen is the [listen] table: the inbound SMTP listener.
+type Listen struct {
 	Address         string   `toml:"address"`           // default 127.0.0.1:2525
 	AllowedNetworks []string `toml:"allowed_networks"`  // default ["127.0.0.0/8", "::1/128"]
 	MaxMessageBytes int64    `toml:"max_message_bytes"` // default 36700160 (35 MiB)
@@ -60,11 +60,11 @@ type ListenConfig struct {
 }
 
 // Networks returns the parsed allowed_networks.
-func (l *ListenConfig) Networks() []netip.Prefix { return l.networks }
+func (l *Listen) Networks() []netip.Prefix { return l.networks }
 
-// RelayConfig is one [[relay]]: an upstream relay host. Relays are tried in
+// Relay is one [[relay]]: an upstream relay host. Relays are tried in
 // the order they appear.
-type RelayConfig struct {
+type Relay struct {
 	Name               string   `toml:"name"`                 // default relayN
 	Address            string   `toml:"address"`              // host:port, required
 	TLS                string   `toml:"tls"`                  // starttls | implicit | none; default starttls
@@ -84,17 +84,17 @@ type RelayConfig struct {
 	InsecurePlaintextAuthToRemote bool `toml:"insecure_plaintext_auth_to_remote"`
 }
 
-// CredentialsConfig is the [credentials] table.
-type CredentialsConfig struct {
-	Source     string      `toml:"source"`     // age | vault; default age
-	Identity   string      `toml:"identity"`   // this server's age identity; default /etc/sealrelay/identity.txt
-	File       string      `toml:"file"`       // sealed credential file; default /etc/sealrelay/credentials.age
-	Recipients string      `toml:"recipients"` // recipient list, for `creds set --vault` with sealed values
-	Vault      VaultConfig `toml:"vault"`
+// Credentials is the [credentials] table.
+type Credentials struct {
+	Source     string `toml:"source"`     // age | vault; default age
+	Identity   string `toml:"identity"`   // this server's age identity; default /etc/sealrelay/identity.txt
+	File       string `toml:"file"`       // sealed credential file; default /etc/sealrelay/credentials.age
+	Recipients string `toml:"recipients"` // recipient list, for `creds set --vault` with sealed values
+	Vault      Vault  `toml:"vault"`
 }
 
-// VaultConfig is the [credentials.vault] table.
-type VaultConfig struct {
+// Vault is the [credentials.vault] table.
+type Vault struct {
 	Address         string   `toml:"address"`   // https://vault.example.com:8200
 	Addresses       []string `toml:"addresses"` // several nodes, tried in order
 	Mount           string   `toml:"mount"`     // KV v2 mount; default secret
@@ -119,8 +119,8 @@ type VaultConfig struct {
 	addrFromEnv bool // Addresses is VAULT_ADDR
 }
 
-// QueueConfig is the [queue] table.
-type QueueConfig struct {
+// Queue is the [queue] table.
+type Queue struct {
 	MinBackoff   Duration `toml:"min_backoff"`   // default 30s
 	MaxBackoff   Duration `toml:"max_backoff"`   // default 30m
 	MaxLifetime  Duration `toml:"max_lifetime"`  // default 120h
@@ -164,7 +164,7 @@ func Default() *Config {
 		DataDir:   "/var/lib/sealrelay",
 		LogFormat: "text",
 		LogLevel:  "info",
-		Listen: ListenConfig{
+		Listen: Listen{
 			Address:         "127.0.0.1:2525",
 			AllowedNetworks: []string{"127.0.0.0/8", "::1/128"},
 			MaxMessageBytes: 36700160,
@@ -176,11 +176,11 @@ func Default() *Config {
 			MaxSessions:          100,
 			MaxSessionsPerClient: 20,
 		},
-		Credentials: CredentialsConfig{
+		Credentials: Credentials{
 			Source:   "age",
 			Identity: "/etc/sealrelay/identity.txt",
 			File:     "/etc/sealrelay/credentials.age",
-			Vault: VaultConfig{
+			Vault: Vault{
 				Mount:           "secret",
 				Path:            "sealrelay",
 				Auth:            "token",
@@ -191,7 +191,7 @@ func Default() *Config {
 				Timeout:         dur(10 * time.Second),
 			},
 		},
-		Queue: QueueConfig{
+		Queue: Queue{
 			MinBackoff:   dur(30 * time.Second),
 			MaxBackoff:   dur(30 * time.Minute),
 			MaxLifetime:  dur(120 * time.Hour),
@@ -202,8 +202,8 @@ func Default() *Config {
 	}
 }
 
-func defaultRelay(i int) RelayConfig {
-	return RelayConfig{
+func defaultRelay(i int) Relay {
+	return Relay{
 		Name:           fmt.Sprintf("relay%d", i+1),
 		TLS:            "starttls",
 		Mechanisms:     []string{"PLAIN", "LOGIN"},
@@ -214,16 +214,16 @@ func defaultRelay(i int) RelayConfig {
 	}
 }
 
-// ConfigError is an error in a config file, naming the file, the line
+// Error is an error in a config file, naming the file, the line
 // where known, and the key.
-type ConfigError struct {
+type Error struct {
 	File string
 	Line int
 	Key  string
 	Msg  string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	loc := e.File
 	if e.Line > 0 {
 		loc += ":" + strconv.Itoa(e.Line)
@@ -234,20 +234,20 @@ func (e *ConfigError) Error() string {
 	return loc + ": " + e.Key + ": " + e.Msg
 }
 
-// LoadConfig reads, defaults and validates the config file at path.
-func LoadConfig(path string) (*Config, error) {
+// Load reads, defaults and validates the config file at path.
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return ParseConfig(data, path)
+	return Parse(data, path)
 }
 
-// ParseConfig parses and validates config data; file names it in errors.
+// Parse parses and validates config data; file names it in errors.
 // Relative paths in the config are taken relative to the file's directory.
-func ParseConfig(data []byte, file string) (*Config, error) {
+func Parse(data []byte, file string) (*Config, error) {
 	if len(data) > maxConfigFile {
-		return nil, &ConfigError{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxConfigFile)}
+		return nil, &Error{File: file, Msg: fmt.Sprintf("larger than %d bytes", maxConfigFile)}
 	}
 	c := Default()
 	c.File, c.raw = file, data
@@ -273,7 +273,7 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 		c.Relays = append(c.Relays, r)
 	}
 	for _, k := range md2.Undecoded() {
-		return nil, &ConfigError{File: file, Key: k.String(), Msg: "unknown key"}
+		return nil, &Error{File: file, Key: k.String(), Msg: "unknown key"}
 	}
 	if err := c.resolve(filepath.Dir(file)); err != nil {
 		return nil, err
@@ -284,14 +284,14 @@ func ParseConfig(data []byte, file string) (*Config, error) {
 	return c, nil
 }
 
-// tomlError turns a TOML decoding error into a ConfigError with a line and
+// tomlError turns a TOML decoding error into an Error with a line and
 // key. Config files hold no secrets, so quoting values is fine.
 func tomlError(file string, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return &ConfigError{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
+		return &Error{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}
 	}
-	return &ConfigError{File: file, Msg: err.Error()}
+	return &Error{File: file, Msg: err.Error()}
 }
 
 // resolve makes relative paths relative to the config file's directory.
@@ -320,7 +320,7 @@ func (c *Config) resolve(dir string) error {
 // validate checks values and cross-field rules.
 func (c *Config) validate() error {
 	bad := func(key, format string, args ...any) error {
-		return &ConfigError{File: c.File, Key: key, Msg: fmt.Sprintf(format, args...)}
+		return &Error{File: c.File, Key: key, Msg: fmt.Sprintf(format, args...)}
 	}
 	if c.Hostname == "" {
 		return bad("hostname", "empty, and the system host name is unknown")
