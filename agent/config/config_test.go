@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +156,43 @@ func TestLoadConfigMissingFile(t *testing.T) {
 	}
 }
 
+// validatesUnchanged checks that validating c again passes and changes
+// nothing: validate only reads.
+func validatesUnchanged(t *testing.T, data []byte, file string, c *Config) {
+	t.Helper()
+	again, err := Parse(data, file)
+	if err != nil {
+		t.Fatalf("second Parse: %v", err)
+	}
+	if err := again.validate(); err != nil {
+		t.Fatalf("validating again: %v", err)
+	}
+	if !reflect.DeepEqual(again, c) {
+		t.Errorf("validating again changed the config:\n got %+v\nwant %+v", again, c)
+	}
+}
+
+// TestValidateChangesNothing: what Load fills in (auth, mechanism
+// spelling, Vault addresses) is done before validation, which only reads.
+func TestValidateChangesNothing(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:8200")
+	for name, data := range map[string]string{
+		"minimal":    minimal,
+		"mechanisms": "[[relay]]\naddress = \"a:1\"\ncredential = \"c\"\nmechanisms = [\"login\", \"Plain\"]\n",
+		"vault":      minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"https://v1:8200\"\naddresses = [\"https://v2:8200\"]\n",
+		"vault_addr": minimal + "[credentials]\nsource = \"vault\"\n",
+		"networks":   "[listen]\nallowed_networks = [\"10.0.0.1\", \"192.168.1.7/24\"]\n" + minimal,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse([]byte(data), "c.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			validatesUnchanged(t, []byte(data), "c.toml", c)
+		})
+	}
+}
+
 // FuzzParseConfig: the config loader never panics, and whatever it accepts
 // validates again to the same result.
 func FuzzParseConfig(f *testing.F) {
@@ -174,5 +212,6 @@ func FuzzParseConfig(f *testing.F) {
 		if len(c.Relays) == 0 {
 			t.Fatal("accepted a config without relays")
 		}
+		validatesUnchanged(t, data, "fuzz.toml", c)
 	})
 }
