@@ -154,8 +154,6 @@ func (d *Duration) UnmarshalTOML(v any) error {
 // MarshalText writes the duration as a string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-func dur(d time.Duration) Duration { return Duration{d} }
-
 // needsCredentials reports whether any relay uses a credential.
 func (c *Config) needsCredentials() bool {
 	for _, r := range c.Relays {

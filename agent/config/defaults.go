@@ -2,16 +2,23 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/sealrelay/sealrelay/agent/deliver"
+	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
-// Default returns a Config holding every default.
+// Default returns a Config holding every default. It is the one place
+// the agent's defaults are set: where a library package (smtpd, spool,
+// deliver) has a default of its own for the same setting, Default takes
+// that package's constant, so the two cannot differ. The documentation
+// (docs/config.md, the README, sealrelay.toml(5)) is generated from it.
 func Default() *Config {
 	host, _ := os.Hostname()
 	return &Config{
@@ -21,15 +28,15 @@ func Default() *Config {
 		LogLevel:  "info",
 		Listen: Listen{
 			Address:         "127.0.0.1:2525",
-			AllowedNetworks: []string{"127.0.0.0/8", "::1/128"},
-			MaxMessageBytes: 36700160,
-			MaxRecipients:   100,
-			ReadTimeout:     dur(5 * time.Minute),
-			WriteTimeout:    dur(5 * time.Minute),
-			IdleTimeout:     dur(time.Minute),
+			AllowedNetworks: prefixes(smtpd.DefaultAllowedNetworks),
+			MaxMessageBytes: smtpd.DefaultMaxMessageBytes,
+			MaxRecipients:   smtpd.DefaultMaxRecipients,
+			ReadTimeout:     dur(smtpd.DefaultTimeout),
+			WriteTimeout:    dur(smtpd.DefaultTimeout),
+			IdleTimeout:     dur(smtpd.DefaultIdleTimeout),
 
-			MaxSessions:          100,
-			MaxSessionsPerClient: 20,
+			MaxSessions:          smtpd.DefaultMaxSessions,
+			MaxSessionsPerClient: smtpd.DefaultMaxSessionsPerClient,
 		},
 		Credentials: Credentials{
 			Source:   "age",
@@ -47,26 +54,38 @@ func Default() *Config {
 			},
 		},
 		Queue: Queue{
-			MinBackoff:   dur(30 * time.Second),
-			MaxBackoff:   dur(30 * time.Minute),
-			MaxLifetime:  dur(120 * time.Hour),
-			Workers:      20,
-			DrainTimeout: dur(30 * time.Second),
+			MinBackoff:   dur(spool.DefaultMinBackoff),
+			MaxBackoff:   dur(spool.DefaultMaxBackoff),
+			MaxLifetime:  dur(spool.DefaultMaxLifetime),
+			Workers:      spool.DefaultWorkers,
+			DrainTimeout: dur(spool.DefaultDrainTimeout),
 			MemoryBudget: spool.DefaultMemoryBudget,
 		},
 	}
 }
 
+// defaultRelay returns the defaults of the i-th [[relay]] (from 0).
 func defaultRelay(i int) Relay {
 	return Relay{
 		Name:           fmt.Sprintf("relay%d", i+1),
-		TLS:            "starttls",
-		Mechanisms:     []string{"PLAIN", "LOGIN"},
-		MaxConnections: 10,
-		IdleTimeout:    dur(30 * time.Second),
-		ConnectTimeout: dur(30 * time.Second),
-		CommandTimeout: dur(5 * time.Minute),
+		TLS:            string(deliver.TLSStartTLS),
+		Mechanisms:     slices.Clone(deliver.DefaultMechanisms),
+		MaxConnections: deliver.DefaultMaxConnections,
+		IdleTimeout:    dur(deliver.DefaultIdleTimeout),
+		ConnectTimeout: dur(deliver.DefaultConnectTimeout),
+		CommandTimeout: dur(deliver.DefaultCommandTimeout),
 	}
+}
+
+func dur(d time.Duration) Duration { return Duration{d} }
+
+// prefixes writes networks as allowed_networks does.
+func prefixes(networks []netip.Prefix) []string {
+	out := make([]string, len(networks))
+	for i, p := range networks {
+		out[i] = p.String()
+	}
+	return out
 }
 
 // resolve makes relative paths relative to the config file's directory.
