@@ -48,6 +48,13 @@ func TestConfigDefaults(t *testing.T) {
 		{"credentials.file", c.Credentials.File, "/etc/sealrelay/credentials.age"},
 		{"credentials.vault.mount", c.Credentials.Vault.Mount, "secret"},
 		{"credentials.vault.poll_interval", c.Credentials.Vault.PollInterval.Duration, 30 * time.Second},
+		// secrets/vault has no defaults of its own: these reach it from here.
+		{"credentials.vault.path", c.Credentials.Vault.Path, "sealrelay"},
+		{"credentials.vault.auth", c.Credentials.Vault.Auth, "token"},
+		{"credentials.vault.approle_mount", c.Credentials.Vault.AppRoleMount, "approle"},
+		{"credentials.vault.kubernetes_mount", c.Credentials.Vault.KubernetesMount, "kubernetes"},
+		{"credentials.vault.jwt_file", c.Credentials.Vault.JWTFile, "/var/run/secrets/kubernetes.io/serviceaccount/token"},
+		{"credentials.vault.timeout", c.Credentials.Vault.Timeout.Duration, 10 * time.Second},
 		{"queue.min_backoff", c.Queue.MinBackoff.Duration, 30 * time.Second},
 		{"queue.max_backoff", c.Queue.MaxBackoff.Duration, 30 * time.Minute},
 		{"queue.max_lifetime", c.Queue.MaxLifetime.Duration, 120 * time.Hour},
