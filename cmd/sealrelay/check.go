@@ -11,15 +11,13 @@ import (
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
-const checkUsage = "sealrelay check -c CONFIG"
-
 // cmdCheck validates the config, unseals the credentials, and for each relay
 // connects, does TLS and AUTH as its policy says, and quits: no mail is sent.
 // One line per relay. It fails if the config or the credentials fail, or if
 // a relay with auth = "required" fails.
 func cmdCheck(e *env, args []string) error {
 	fs := newFlags("check")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

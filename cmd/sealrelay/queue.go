@@ -17,14 +17,12 @@ import (
 	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
-const queueUsage = "sealrelay queue list|retry [ID]|delete ID -c CONFIG"
-
 // cmdQueue lists the spool like mailq, or asks the running agent (through
 // its control socket) to retry or delete items. With no agent running,
 // retry and delete act on the spool directly.
 func cmdQueue(e *env, args []string) error {
 	fs := newFlags("queue")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

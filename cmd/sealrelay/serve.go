@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"os"
 	"os/signal"
 	"syscall"
@@ -10,14 +11,17 @@ import (
 	"github.com/sealrelay/sealrelay/agent/config"
 )
 
-const serveUsage = "sealrelay serve -c CONFIG"
-
 // defaultConfig is where serve, check and queue look without -c.
 const defaultConfig = "/etc/sealrelay/sealrelay.toml"
 
+// configFlag defines -c, the agent's config, for serve, check and queue.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("c", defaultConfig, "the agent's config file `CONFIG`")
+}
+
 func cmdServe(e *env, args []string) error {
 	fs := newFlags("serve")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
