@@ -5,7 +5,8 @@
 # tests and the benchmark (internal/postfixtest runs private instances);
 # Dovecot (dovecot-core) as Postfix's SASL backend for CRAM-MD5, SCRAM and
 # OAuth2 bearer tokens (internal/peers/dovecot); a C compiler for the cgo
-# (SQLite) build of the Hydra test server (tools/hydra/build.sh).
+# (SQLite) build of the Hydra test server (tools/hydra/build.sh); mandoc,
+# which lints the generated manual pages (dist/man, TestManPagesLint).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -14,6 +15,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 want=()
 installed swaks || want+=(swaks)
+installed mandoc || want+=(mandoc)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
   for p in postfix sasl2-bin libsasl2-modules libsasl2-modules-db dovecot-core; do
