@@ -119,9 +119,9 @@ func (c *Config) normalize() {
 	for i := range c.Relays {
 		r := &c.Relays[i]
 		if r.Auth == "" {
-			r.Auth = "disabled"
+			r.Auth = string(deliver.AuthDisabled)
 			if r.Credential != "" {
-				r.Auth = "required"
+				r.Auth = string(deliver.AuthRequired)
 			}
 		}
 		for j, m := range r.Mechanisms {
