@@ -7,6 +7,7 @@
 #   make bench          the throughput benchmark against Postfix
 #   make bench-sessions 1000 slow 1 MiB sessions: the agent's peak RSS and open files
 #   make lint           gofmt, go vet, staticcheck
+#   make docs           regenerate docs/config.md, dist/man/*, and the README's generated blocks
 
 GO        ?= go
 FUZZTIME  ?= 30s
@@ -16,7 +17,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export SEALRELAY_CACHE := $(CACHE_DIR)
 
-.PHONY: test deps vault hydra vet lint test-fuzz test-crash test-interop bench bench-sessions
+.PHONY: test deps vault hydra vet lint docs test-fuzz test-crash test-interop bench bench-sessions
 
 test: deps vault hydra vet
 	$(GO) test -count=1 -timeout 45m ./...
@@ -37,9 +38,15 @@ vet:
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
 
+# The config reference and the usage text are generated from the code
+# (agent/config's struct tags and Default; the command table in
+# cmd/sealrelay/usage.go); TestDocsUpToDate fails when a file differs.
+docs:
+	$(GO) test -count=1 -run '^TestDocsUpToDate$$' ./cmd/sealrelay -update
+
 # Each fuzz target for FUZZTIME, one at a time (the fuzzer uses every core).
 FUZZ_TARGETS = \
-	./agent:FuzzParseConfig \
+	./agent/config:FuzzParseConfig \
 	./keys:FuzzParseRecipients \
 	./secrets/agefile:FuzzParse \
 	./agent/spool:FuzzReadEnvelope \

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
@@ -25,7 +26,7 @@ import (
 // Agent is one running sealrelay: listener, spool, delivery and the
 // credential store.
 type Agent struct {
-	cfg   *Config
+	cfg   *config.Config
 	log   *slog.Logger
 	src   secrets.Source
 	store *secrets.Store
@@ -47,14 +48,14 @@ type Options struct {
 // New builds an Agent from cfg and a credential source (which the caller
 // chooses: an age file or Vault). It opens the spool, loading and scheduling
 // what is queued, and binds the listener, but starts nothing: call Run.
-func New(cfg *Config, src secrets.Source, opt Options) (*Agent, error) {
+func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 	log := opt.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	a := &Agent{cfg: cfg, log: log, src: src}
 
-	relays, err := cfg.DeliverRelays()
+	relays, err := DeliverRelays(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -248,14 +249,14 @@ func (a *Agent) closeParts() {
 	})
 }
 
-// DeliverRelays converts the [[relay]] tables for the delivery code,
+// DeliverRelays converts the [[relay]] tables of c for the delivery code,
 // loading each ca_file.
-func (c *Config) DeliverRelays() ([]deliver.Relay, error) {
+func DeliverRelays(c *config.Config) ([]deliver.Relay, error) {
 	var out []deliver.Relay
 	for i, r := range c.Relays {
 		pool, err := roots.Load(r.CAFile)
 		if err != nil {
-			return nil, &ConfigError{File: c.File, Key: fmt.Sprintf("relay[%d].ca_file", i), Msg: err.Error()}
+			return nil, &config.Error{File: c.File, Key: fmt.Sprintf("relay[%d].ca_file", i), Msg: err.Error()}
 		}
 		out = append(out, deliver.Relay{
 			Name:               r.Name,

@@ -81,6 +81,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"github.com/sealrelay/sealrelay/internal/testseam"
 	"github.com/sealrelay/sealrelay/internal/upstream"
@@ -413,7 +414,7 @@ func startRig(t *testing.T, o rigOptions) *rig {
 		o.dataDir = t.TempDir()
 	}
 	file := filepath.Join(o.dataDir, "sealrelay.toml")
-	cfg, err := agent.ParseConfig([]byte(agentConfig(o.dataDir, up.Addr(), o.listen, o.tls)), file)
+	cfg, err := config.Parse([]byte(agentConfig(o.dataDir, up.Addr(), o.listen, o.tls)), file)
 	if err != nil {
 		t.Fatal(err)
 	}

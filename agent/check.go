@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -22,8 +23,8 @@ type CredentialCheck struct {
 // quits. creds, if not nil, is told about the credentials before any relay
 // is tried. Check returns one result per relay; its error means the delivery
 // could not be set up from cfg.
-func Check(ctx context.Context, cfg *Config, src secrets.Source, log *slog.Logger, creds func(CredentialCheck)) ([]deliver.CheckResult, error) {
-	relays, err := cfg.DeliverRelays()
+func Check(ctx context.Context, cfg *config.Config, src secrets.Source, log *slog.Logger, creds func(CredentialCheck)) ([]deliver.CheckResult, error) {
+	relays, err := DeliverRelays(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
@@ -76,7 +77,7 @@ func TestControlSocketLeavesUmaskAlone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := &Agent{cfg: &Config{DataDir: data}}
+		a := &Agent{cfg: &config.Config{DataDir: data}}
 		ln, err := a.listenControl()
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
@@ -72,7 +73,7 @@ server_name = "localhost"
 min_backoff = "1s"
 max_backoff = "2s"
 `, filepath.Join(dir, "data"), up.Addr())
-	cfg, err := agent.ParseConfig([]byte(cfgText), filepath.Join(dir, "sealrelay.toml"))
+	cfg, err := config.Parse([]byte(cfgText), filepath.Join(dir, "sealrelay.toml"))
 	if err != nil {
 		b.Fatal(err)
 	}

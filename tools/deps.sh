@@ -8,7 +8,8 @@
 # (SQLite) build of the Hydra test server (tools/hydra/build.sh);
 # systemd-analyze (systemd) to verify and rate the unit in dist/systemd,
 # bubblewrap and the kernel's syscall numbers (linux-libc-dev) for the
-# test that runs the agent in the unit's sandbox (internal/sandbox).
+# test that runs the agent in the unit's sandbox (internal/sandbox); mandoc,
+# which lints the generated manual pages (dist/man, TestManPagesLint).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -17,6 +18,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 want=()
 installed swaks || want+=(swaks)
+installed mandoc || want+=(mandoc)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
 for p in bubblewrap linux-libc-dev; do

@@ -95,16 +95,19 @@ type Relay struct {
 	ServerName string
 	// AllowPlaintextAuth allows AUTH on a connection without TLS (loopback).
 	AllowPlaintextAuth bool
-	// Mechanisms is the SASL preference order; default PLAIN, LOGIN.
+	// Mechanisms is the SASL preference order; default DefaultMechanisms.
 	Mechanisms []string
-	// MaxConnections bounds the open connections to this relay; default 10.
+	// MaxConnections bounds the open connections to this relay; default
+	// DefaultMaxConnections.
 	MaxConnections int
-	// IdleTimeout closes a pooled connection unused this long; default 30s.
+	// IdleTimeout closes a pooled connection unused this long; default
+	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
-	// ConnectTimeout bounds the TCP connect; default 30s.
+	// ConnectTimeout bounds the TCP connect; default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// CommandTimeout bounds each command's reply (and the TLS handshake);
-	// default 5 minutes. The reply after the data may take twice as long.
+	// default DefaultCommandTimeout. The reply after the data may take twice
+	// as long.
 	CommandTimeout time.Duration
 }
 

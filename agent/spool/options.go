@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Options configure a Queue. Zero values take the defaults shown.
+// Options configure a Queue. Zero values take the defaults named.
 type Options struct {
 	// Dir is the spool directory, created with mode 0700 if missing
 	// (required). It and the directory holding it (the agent's data_dir)
@@ -17,12 +17,13 @@ type Options struct {
 	// one else; Open refuses them otherwise.
 	Dir         string
 	Hostname    string        // names this host in DSNs (MAILER-DAEMON@Hostname, Reporting-MTA); default os.Hostname()
-	MinBackoff  time.Duration // delay before the first retry; default 30s
-	MaxBackoff  time.Duration // longest delay between retries; default 30m
-	MaxLifetime time.Duration // a recipient still pending after this long fails; default 120h
-	Workers     int           // concurrent deliveries; default 20
+	MinBackoff  time.Duration // delay before the first retry; default DefaultMinBackoff
+	MaxBackoff  time.Duration // longest delay between retries; default DefaultMaxBackoff
+	MaxLifetime time.Duration // a recipient still pending after this long fails; default DefaultMaxLifetime
+	Workers     int           // concurrent deliveries; default DefaultWorkers
 	// DrainTimeout is how long Run waits, after its context ends, for
-	// in-flight deliveries to finish before cancelling them; default 30s.
+	// in-flight deliveries to finish before cancelling them; default
+	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger // default: discard
 	// MemoryBudget bounds the bytes of message bodies held in memory at

@@ -5,10 +5,9 @@ import (
 	"strings"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
 )
-
-const checkUsage = "sealrelay check -c CONFIG"
 
 // cmdCheck validates the config, unseals the credentials, and for each relay
 // connects, does TLS and AUTH as its policy says, and quits: no mail is sent.
@@ -16,7 +15,7 @@ const checkUsage = "sealrelay check -c CONFIG"
 // a relay with auth = "required" fails.
 func cmdCheck(e *env, args []string) error {
 	fs := newFlags("check")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -24,7 +23,7 @@ func cmdCheck(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("check takes no arguments")
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}

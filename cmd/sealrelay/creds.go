@@ -18,13 +18,6 @@ import (
 	"github.com/sealrelay/sealrelay/secrets/agefile"
 )
 
-const credsUsage = `sealrelay creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]
-       sealrelay creds set NAME --vault -c CONFIG [-R RECIPIENTS] --username U [--password-stdin]
-       sealrelay creds list -f FILE -i IDENTITY
-       sealrelay creds list --vault -c CONFIG
-       sealrelay creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY
-       sealrelay creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY`
-
 // maxPassword caps what --password-stdin reads.
 const maxPassword = 64 << 10
 
@@ -59,14 +52,25 @@ type credsFlags struct {
 
 func newCredsFlags(sub string) (*flag.FlagSet, *credsFlags) {
 	flags := newFlags("creds " + sub)
-	return flags, &credsFlags{
+	return flags, defineCredsFlags(flags, sub)
+}
+
+// defineCredsFlags defines the flags every creds subcommand takes.
+func defineCredsFlags(flags *flag.FlagSet, sub string) *credsFlags {
+	return &credsFlags{
 		sub:        sub,
-		file:       flags.String("f", "", "the credential `FILE`"),
-		recipients: flags.String("R", "", "the recipient list: the servers the file is sealed to"),
-		identity:   flags.String("i", "", "this server's identity `FILE`"),
+		file:       flags.String("f", "", "the sealed credential file `FILE`"),
+		recipients: flags.String("R", "", "the recipient list `RECIPIENTS`: the servers the file is sealed to"),
+		identity:   flags.String("i", "", "this server's identity file `IDENTITY`"),
 		vault:      flags.Bool("vault", false, "act on the Vault entries the config names"),
-		config:     flags.String("c", "", "the agent config (with --vault)"),
+		config:     flags.String("c", "", "the agent's config file `CONFIG`, which names the Vault (with --vault)"),
 	}
+}
+
+// credsSetFlags defines the flags only creds set takes.
+func credsSetFlags(flags *flag.FlagSet) (username *string, fromStdin *bool) {
+	return flags.String("username", "", "the relay account's user name `U`"),
+		flags.Bool("password-stdin", false, "read the password from standard input")
 }
 
 // require checks that the named flags ("f", "R", "i") were given.
@@ -176,8 +180,7 @@ func entries(n int) string {
 
 func credsSet(e *env, args []string) error {
 	flags, c := newCredsFlags("set")
-	username := flags.String("username", "", "the relay account name")
-	fromStdin := flags.Bool("password-stdin", false, "read the password from standard input")
+	username, fromStdin := credsSetFlags(flags)
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err

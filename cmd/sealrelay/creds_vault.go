@@ -6,21 +6,21 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets/vault"
 )
 
 // vaultFromConfig loads the agent config named by -c and logs in to the
 // Vault it names.
-func vaultFromConfig(e *env, c *credsFlags) (*agent.Config, *vault.Source, func(), error) {
+func vaultFromConfig(e *env, c *credsFlags) (*config.Config, *vault.Source, func(), error) {
 	if *c.config == "" {
 		return nil, nil, nil, usagef("creds %s --vault needs -c CONFIG", c.sub)
 	}
 	if *c.file != "" || *c.identity != "" {
 		return nil, nil, nil, usagef("creds %s --vault takes the Vault and identity from -c CONFIG, not -f or -i", c.sub)
 	}
-	cfg, err := agent.LoadConfig(*c.config)
+	cfg, err := config.Load(*c.config)
 	if err != nil {
 		return nil, nil, nil, err
 	}

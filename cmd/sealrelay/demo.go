@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,16 +17,21 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
 )
 
-const demoUsage = "sealrelay demo [--keep] [-v]"
-
 // demoTimeout bounds the whole demo.
 const demoTimeout = 60 * time.Second
+
+// demoFlags defines demo's flags.
+func demoFlags(fs *flag.FlagSet) (keep, verbose *bool) {
+	return fs.Bool("keep", false, "keep the temporary directory"),
+		fs.Bool("v", false, "show the agent's log on standard error")
+}
 
 // cmdDemo runs the whole path on loopback in a temporary directory: a fresh
 // server key, a sealed credential, an embedded upstream that demands
@@ -34,8 +40,7 @@ const demoTimeout = 60 * time.Second
 // message on an authenticated TLS session.
 func cmdDemo(e *env, args []string) error {
 	fs := newFlags("demo")
-	keep := fs.Bool("keep", false, "keep the temporary directory")
-	verbose := fs.Bool("v", false, "show the agent's log on stderr")
+	keep, verbose := demoFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -104,7 +109,7 @@ func cmdDemo(e *env, args []string) error {
 	if err := os.WriteFile(cfgFile, []byte(demoConfig(dir, up.Addr())), 0o644); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	cfg, err := agent.LoadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		return err
 	}

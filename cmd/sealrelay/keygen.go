@@ -1,21 +1,24 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 
 	"github.com/sealrelay/sealrelay/keys"
 )
 
-const keygenUsage = `sealrelay keygen -o FILE [--pq]    new server identity (mode 0600); public key on stdout
-       sealrelay keygen -y FILE           print the public key of an identity`
+// keygenFlags defines keygen's flags.
+func keygenFlags(fs *flag.FlagSet) (out, show *string, pq *bool) {
+	return fs.String("o", "", "write a new identity to `FILE` (never overwritten)"),
+		fs.String("y", "", "print the public key of the identity in `FILE`"),
+		fs.Bool("pq", false, "make a hybrid post-quantum identity (age1pq1...)")
+}
 
 // cmdKeygen makes a server identity or prints an identity's public key. It
 // never prints a secret key: without -o there is nowhere to put one.
 func cmdKeygen(e *env, args []string) error {
 	fs := newFlags("keygen")
-	out := fs.String("o", "", "write a new identity to `FILE` (never overwritten)")
-	show := fs.String("y", "", "print the public key of the identity in `FILE`")
-	pq := fs.Bool("pq", false, "make a hybrid post-quantum identity (age1pq1...)")
+	out, show, pq := keygenFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err

@@ -3,18 +3,9 @@
 // with SMTP AUTH, using relay credentials sealed with age to this server's
 // key or kept in Vault.
 //
-// Usage:
-//
-//	sealrelay keygen -o FILE                 new server identity (0600), public key on stdout
-//	sealrelay keygen -y FILE                 print the public key of an identity
-//	sealrelay creds set|list|rm|reencrypt    manage the sealed credential file
-//	sealrelay serve -c CONFIG                run the agent
-//	sealrelay check -c CONFIG                check config, credentials and each relay; sends no mail
-//	sealrelay queue list|retry|delete        inspect and act on the spool
-//	sealrelay demo                           the whole path on loopback, one message
-//	sealrelay version
-//
-// Exit status: 0 success, 1 failure, 2 usage error.
+// `sealrelay help` lists the commands; their text lives in usage.go, which
+// the README's command list and the sealrelay(8) manual page are generated
+// from. Exit status: 0 success, 1 failure, 2 usage error.
 package main
 
 import (
@@ -43,41 +34,6 @@ type env struct {
 	stderr io.Writer
 }
 
-// command is one subcommand.
-type command struct {
-	run   func(e *env, args []string) error
-	usage string
-}
-
-var commands map[string]command
-
-func init() {
-	commands = map[string]command{
-		"keygen":  {cmdKeygen, keygenUsage},
-		"creds":   {cmdCreds, credsUsage},
-		"serve":   {cmdServe, serveUsage},
-		"check":   {cmdCheck, checkUsage},
-		"queue":   {cmdQueue, queueUsage},
-		"demo":    {cmdDemo, demoUsage},
-		"version": {cmdVersion, "sealrelay version"},
-	}
-}
-
-const usage = `usage: sealrelay COMMAND [ARGS]
-
-  keygen -o FILE [--pq]      new server identity (mode 0600); public key on stdout
-  keygen -y FILE             print the public key of an identity
-  creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]
-  creds list -f FILE -i IDENTITY
-  creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY
-  creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY
-  serve -c CONFIG            run the agent (SIGHUP reloads credentials, SIGTERM drains)
-  check -c CONFIG            validate config, unseal credentials, TLS+AUTH to each relay
-  queue list|retry|delete [ID] -c CONFIG
-  demo                       everything on loopback in a temp dir, one message relayed
-  version
-`
-
 func main() {
 	// First, before any command can read a key, a token or a password.
 	disableCoreDumps()
@@ -102,16 +58,16 @@ func disableCoreDumps() {
 // run executes one command line and returns the exit status.
 func run(e *env, args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(e.stderr, usage)
+		fmt.Fprint(e.stderr, overview())
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
-	cmd, ok := commands[args[0]]
-	if !ok {
+	cmd := findCommand(args[0])
+	if cmd == nil {
 		fmt.Fprintf(e.stderr, "sealrelay: unknown command %q\n", args[0])
-		fmt.Fprint(e.stderr, usage)
+		fmt.Fprint(e.stderr, overview())
 		return 2
 	}
 	err := cmd.run(e, args[1:])
@@ -119,13 +75,13 @@ func run(e *env, args []string) int {
 		return 0
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(e.stderr, "usage: "+cmd.usage)
+		fmt.Fprint(e.stderr, cmd.help())
 		return 0
 	}
 	printError(e.stderr, err)
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(e.stderr, "usage: "+cmd.usage)
+		fmt.Fprint(e.stderr, cmd.usage())
 		return 2
 	}
 	return 1

@@ -13,17 +13,16 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
 )
-
-const queueUsage = "sealrelay queue list|retry [ID]|delete ID -c CONFIG"
 
 // cmdQueue lists the spool like mailq, or asks the running agent (through
 // its control socket) to retry or delete items. With no agent running,
 // retry and delete act on the spool directly.
 func cmdQueue(e *env, args []string) error {
 	fs := newFlags("queue")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -41,7 +40,7 @@ func cmdQueue(e *env, args []string) error {
 	default:
 		return usagef("unknown queue command %q", verb)
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -81,7 +80,7 @@ func cmdQueue(e *env, args []string) error {
 // keeps the two from acting at once). Only the spool's owner may: files
 // another user (root) wrote there could not be used by the agent, so any
 // other user is refused, with the command to run instead.
-func offlineQueue(cfg *agent.Config, verb, id string) error {
+func offlineQueue(cfg *config.Config, verb, id string) error {
 	if err := checkSpoolOwner(cfg, verb, id); err != nil {
 		return err
 	}
@@ -97,7 +96,7 @@ func offlineQueue(cfg *agent.Config, verb, id string) error {
 }
 
 // checkSpoolOwner refuses to act on a spool that belongs to another user.
-func checkSpoolOwner(cfg *agent.Config, verb, id string) error {
+func checkSpoolOwner(cfg *config.Config, verb, id string) error {
 	for _, dir := range []string{cfg.SpoolDir(), cfg.DataDir} {
 		fi, err := os.Stat(dir)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/upstream"
 	"github.com/sealrelay/sealrelay/keys"
@@ -145,7 +146,7 @@ type runningAgent struct {
 // ends (or stop is called).
 func startAgent(t testing.TB, cfgFile string) *runningAgent {
 	t.Helper()
-	cfg, err := agent.LoadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,21 +2,26 @@ package main
 
 import (
 	"context"
+	"flag"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 )
-
-const serveUsage = "sealrelay serve -c CONFIG"
 
 // defaultConfig is where serve, check and queue look without -c.
 const defaultConfig = "/etc/sealrelay/sealrelay.toml"
 
+// configFlag defines -c, the agent's config, for serve, check and queue.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("c", defaultConfig, "the agent's config file `CONFIG`")
+}
+
 func cmdServe(e *env, args []string) error {
 	fs := newFlags("serve")
-	cfgPath := fs.String("c", defaultConfig, "config file")
+	cfgPath := configFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -24,7 +29,7 @@ func cmdServe(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("serve takes no arguments")
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		return err
 	}

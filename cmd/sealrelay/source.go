@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
@@ -16,7 +16,7 @@ import (
 // openSource builds the credential source the config names. It returns nil
 // when no relay uses a credential. This is the one place that chooses a
 // Source: the agent packages only see the secrets.Source interface.
-func openSource(cfg *agent.Config, log *slog.Logger) (secrets.Source, error) {
+func openSource(cfg *config.Config, log *slog.Logger) (secrets.Source, error) {
 	if len(cfg.CredentialNames()) == 0 {
 		return nil, nil
 	}
@@ -36,7 +36,7 @@ func openSource(cfg *agent.Config, log *slog.Logger) (secrets.Source, error) {
 
 // openVault builds the Vault source; the identity is loaded only when
 // values are sealed.
-func openVault(cfg *agent.Config, log *slog.Logger) (*vault.Source, error) {
+func openVault(cfg *config.Config, log *slog.Logger) (*vault.Source, error) {
 	cr := cfg.Credentials
 	v := cr.Vault
 	var id *keys.Identity
@@ -73,7 +73,7 @@ func openVault(cfg *agent.Config, log *slog.Logger) (*vault.Source, error) {
 
 // warnInsecure logs each insecure option the config uses (a secret
 // crossing the network in clear): serve and check call it at every start.
-func warnInsecure(cfg *agent.Config, log *slog.Logger) {
+func warnInsecure(cfg *config.Config, log *slog.Logger) {
 	for _, s := range cfg.InsecureSettings() {
 		log.Warn("insecure setting: a secret crosses the network in clear",
 			"file", s.File, "line", s.Line, "key", s.Key, "detail", s.Msg)
@@ -82,7 +82,7 @@ func warnInsecure(cfg *agent.Config, log *slog.Logger) {
 
 // newLogger returns the agent's structured logger writing to w in the
 // config's format and level.
-func newLogger(cfg *agent.Config, w io.Writer) *slog.Logger {
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel)) //nolint:errcheck // validated by the config
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {

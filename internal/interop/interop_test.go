@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent"
+	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/postfixtest"
 	"github.com/sealrelay/sealrelay/internal/upstream"
@@ -86,7 +87,7 @@ type inProcess struct {
 
 func startAgent(t *testing.T, cfgFile string) *inProcess {
 	t.Helper()
-	cfg, err := agent.LoadConfig(cfgFile)
+	cfg, err := config.Load(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}

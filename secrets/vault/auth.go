@@ -21,9 +21,6 @@ import (
 // read.
 const maxSecretFile = 64 << 10
 
-// DefaultJWTFile is where Kubernetes mounts a pod's service account token.
-const DefaultJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
 // authenticator logs in to Vault. login gets a client without a token and
 // returns a secret whose Auth holds the new token and its lease. It is
 // called with the Source's login lock held, so it needs no lock of its own.

@@ -18,8 +18,9 @@ import (
 	"github.com/sealrelay/sealrelay/keys"
 )
 
-// Config says where the entries are and how to log in. Field comments give
-// the defaults; the names in brackets are the keys of [credentials.vault].
+// Config says where the entries are and how to log in; the names in
+// brackets are the keys of [credentials.vault]. It has no defaults: the
+// agent's config fills every setting, and New refuses one left unset.
 type Config struct {
 	// Address is Vault's address ("https://vault.example.com:8200")
 	// [address]. Addresses lists more nodes of the same cluster, tried in
@@ -27,12 +28,11 @@ type Config struct {
 	// Address, if set, comes first.
 	Address   string
 	Addresses []string
-	// Mount is the KV v2 mount [mount]. Default "secret".
+	// Mount is the KV v2 mount [mount].
 	Mount string
 	// Path is the folder under the mount that holds the entries [path].
-	// Default "sealrelay".
 	Path string
-	// Auth is "token", "approle" or "kubernetes" [auth]. Default "token".
+	// Auth is "token", "approle" or "kubernetes" [auth].
 	Auth string
 	// TokenFile holds the token for token auth [token_file]; if empty,
 	// VAULT_TOKEN is used.
@@ -46,12 +46,11 @@ type Config struct {
 	// keeps the secret ID in memory only and logs in again with it; a
 	// restarted agent needs a fresh wrapping token in the file.
 	SecretIDWrapped bool
-	// AppRoleMount is where AppRole is mounted [approle_mount]. Default "approle".
+	// AppRoleMount is where AppRole is mounted [approle_mount].
 	AppRoleMount string
 	// KubernetesRole is the Vault role for Kubernetes auth
-	// [kubernetes_role]; JWTFile holds the service account token [jwt_file],
-	// default DefaultJWTFile; KubernetesMount is the auth mount
-	// [kubernetes_mount], default "kubernetes".
+	// [kubernetes_role]; JWTFile holds the service account token
+	// [jwt_file]; KubernetesMount is the auth mount [kubernetes_mount].
 	KubernetesRole, JWTFile, KubernetesMount string
 	// CAFile is a PEM file of roots trusted for Vault's TLS certificate, in
 	// addition to the system roots [ca_file].
@@ -60,7 +59,7 @@ type Config struct {
 	// [sealed]; Fetch opens it with Identity, Put seals to a recipient list.
 	Sealed   bool
 	Identity *keys.Identity
-	// Timeout bounds each request to Vault. Default 10s.
+	// Timeout bounds each request to Vault [timeout].
 	Timeout time.Duration
 	// Logger receives login and renewal state changes. Default slog.Default().
 	Logger *slog.Logger
@@ -69,29 +68,8 @@ type Config struct {
 // New checks cfg and returns a Source. It does not contact Vault and does
 // not read the token or secret files: Start or the first Fetch logs in.
 func New(cfg Config) (*Source, error) {
-	if cfg.Mount == "" {
-		cfg.Mount = "secret"
-	}
-	if cfg.Path == "" {
-		cfg.Path = "sealrelay"
-	}
 	cfg.Mount = strings.Trim(cfg.Mount, "/")
 	cfg.Path = strings.Trim(cfg.Path, "/")
-	if cfg.Auth == "" {
-		cfg.Auth = "token"
-	}
-	if cfg.AppRoleMount == "" {
-		cfg.AppRoleMount = "approle"
-	}
-	if cfg.KubernetesMount == "" {
-		cfg.KubernetesMount = "kubernetes"
-	}
-	if cfg.JWTFile == "" {
-		cfg.JWTFile = DefaultJWTFile
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -139,6 +117,9 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.checkSet(); err != nil {
+		return nil, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	hc := &http.Client{
@@ -158,6 +139,30 @@ func New(cfg Config) (*Source, error) {
 		s.clients = append(s.clients, c)
 	}
 	return s, nil
+}
+
+// checkSet refuses a Config that leaves a setting its Auth needs unset.
+func (cfg *Config) checkSet() error {
+	var unset []string
+	for _, f := range []struct {
+		key   string
+		unset bool
+	}{
+		{"mount", cfg.Mount == ""},
+		{"path", cfg.Path == ""},
+		{"timeout", cfg.Timeout <= 0},
+		{"approle_mount", cfg.Auth == "approle" && strings.Trim(cfg.AppRoleMount, "/") == ""},
+		{"kubernetes_mount", cfg.Auth == "kubernetes" && strings.Trim(cfg.KubernetesMount, "/") == ""},
+		{"jwt_file", cfg.Auth == "kubernetes" && cfg.JWTFile == ""},
+	} {
+		if f.unset {
+			unset = append(unset, f.key)
+		}
+	}
+	if len(unset) > 0 {
+		return fmt.Errorf("vault: not set: %s", strings.Join(unset, ", "))
+	}
+	return nil
 }
 
 // rootPool returns the system roots plus those in caFile.

@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/sealrelay/sealrelay/keys"
 )
@@ -21,8 +22,10 @@ func TestNewErrors(t *testing.T) {
 		{"approle files", Config{Address: "https://v:8200", Auth: "approle", RoleIDFile: "r"}, `vault: auth = "approle" needs role_id_file and secret_id_file`},
 		{"kubernetes role", Config{Address: "https://v:8200", Auth: "kubernetes"}, `vault: auth = "kubernetes" needs kubernetes_role`},
 		{"sealed identity", Config{Address: "https://v:8200", Sealed: true}, "vault: sealed = true needs this server's identity to open the entries"},
-		{"ca file missing", Config{Address: "https://v:8200", CAFile: "/nonexistent/ca.pem"}, "vault: reading ca_file: open /nonexistent/ca.pem: no such file or directory"},
-		{"ca file not pem", Config{Address: "https://v:8200", CAFile: notPEM}, "vault: ca_file " + notPEM + ": no PEM certificate found"},
+		{"ca file missing", Config{Address: "https://v:8200", Auth: "token", CAFile: "/nonexistent/ca.pem"}, "vault: reading ca_file: open /nonexistent/ca.pem: no such file or directory"},
+		{"ca file not pem", Config{Address: "https://v:8200", Auth: "token", CAFile: notPEM}, "vault: ca_file " + notPEM + ": no PEM certificate found"},
+		{"settings unset", Config{Address: "https://v:8200", Auth: "kubernetes", KubernetesRole: "r"}, "vault: not set: mount, path, timeout, kubernetes_mount, jwt_file"},
+		{"approle mount unset", withSettings(Config{Address: "https://v:8200", Auth: "approle", RoleIDFile: "r", SecretIDFile: "s", AppRoleMount: "/"}), "vault: not set: approle_mount"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -36,7 +39,7 @@ func TestNewErrors(t *testing.T) {
 func TestStartTwice(t *testing.T) {
 	t.Parallel()
 	_, log := newLogs(t)
-	s, err := New(Config{Address: "http://127.0.0.1:1", Auth: "token", TokenFile: "/nonexistent", Logger: log})
+	s, err := New(withSettings(Config{Address: "http://127.0.0.1:1", Auth: "token", TokenFile: "/nonexistent", Logger: log}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,12 +59,15 @@ func Example() {
 	}
 	src, err := New(Config{
 		Addresses:    []string{"https://vault1.example.com:8200", "https://vault2.example.com:8200"},
+		Mount:        "secret",
 		Path:         "sealrelay",
 		Auth:         "approle",
+		AppRoleMount: "approle",
 		RoleIDFile:   "/etc/sealrelay/vault-role-id",
 		SecretIDFile: "/etc/sealrelay/vault-secret-id",
 		Sealed:       true,
 		Identity:     id,
+		Timeout:      10 * time.Second,
 	})
 	if err != nil {
 		panic(err)

@@ -94,7 +94,9 @@ func readToken(t *testing.T, path string, spec vaulttest.Token) (file, token str
 	return writeFile(t, t.TempDir(), "token", token, 0o600), token
 }
 
-// newSource returns a Source for cfg, with its log captured.
+// newSource returns a Source for cfg, with its log captured. Settings the
+// test leaves unset, which the agent's config always fills, take the
+// shared dev server's values.
 func newSource(t *testing.T, cfg Config) (*Source, *logs) {
 	t.Helper()
 	l, log := newLogs(t)
@@ -102,6 +104,7 @@ func newSource(t *testing.T, cfg Config) (*Source, *logs) {
 	if cfg.Address == "" && len(cfg.Addresses) == 0 {
 		cfg.Address = shared.Addr
 	}
+	cfg = withSettings(cfg)
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -170,4 +173,23 @@ func hintOf(err error) string {
 		}
 	}
 	return ""
+}
+
+// withSettings fills the settings cfg leaves unset with the dev server's:
+// its KV mount, a path, the auth mounts where Vault enables them by
+// default, and a request timeout.
+func withSettings(cfg Config) Config {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	set(&cfg.Mount, vaulttest.KVMount)
+	set(&cfg.Path, "sealrelay")
+	set(&cfg.AppRoleMount, "approle")
+	set(&cfg.KubernetesMount, "kubernetes")
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	return cfg
 }

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"strings"
@@ -62,7 +62,7 @@ func TestInsecureSettingsRefused(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.toml), "c.toml")
+			_, err := Parse([]byte(tc.toml), "c.toml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
 			}
@@ -72,7 +72,7 @@ func TestInsecureSettingsRefused(t *testing.T) {
 
 func TestInsecureVaultAddrFromEnvironment(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "http://vault.example.com:8200")
-	_, err := ParseConfig([]byte(minimal+"[credentials]\nsource = \"vault\"\n"), "c.toml")
+	_, err := Parse([]byte(minimal+"[credentials]\nsource = \"vault\"\n"), "c.toml")
 	want := `c.toml: credentials.vault.address: VAULT_ADDR: http:// is allowed only to a loopback Vault (127.0.0.0/8, ::1, localhost), not "vault.example.com"`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %v\nwant it to contain %q", err, want)
@@ -103,7 +103,7 @@ func TestInsecureSettingsAccepted(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConfig([]byte(tc.toml), "c.toml")
+			c, err := Parse([]byte(tc.toml), "c.toml")
 			if err != nil {
 				t.Fatal(err)
 			}

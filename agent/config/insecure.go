@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"bufio"
@@ -30,11 +30,11 @@ func isLoopbackHost(host string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
-// InsecureSetting is an insecure option in use, located as a ConfigError
+// InsecureSetting is an insecure option in use, located as an Error
 // is: its String names the file, line and key, and what it exposes.
-type InsecureSetting struct{ ConfigError }
+type InsecureSetting struct{ Error }
 
-func (s InsecureSetting) String() string { return s.ConfigError.Error() }
+func (s InsecureSetting) String() string { return s.Error.Error() }
 
 // InsecureSettings lists the insecure options this config uses, one per
 // relay or Vault address they affect. The config is valid: each was asked
@@ -95,7 +95,7 @@ func (c *Config) validateInsecure() error {
 			"the token and the credentials would cross the network in clear; use https://, or set insecure_http = true", loopbackHosts, host)
 		switch {
 		case v.addrFromEnv:
-			return &ConfigError{File: c.File, Key: "credentials.vault.address", Msg: "VAULT_ADDR: " + msg}
+			return &Error{File: c.File, Key: "credentials.vault.address", Msg: "VAULT_ADDR: " + msg}
 		case v.Address != "" && i == 0:
 			return c.errAt(vaultKey("address", -1), "%s", msg)
 		case v.Address != "":
@@ -145,9 +145,9 @@ func (k keyAt) String() string {
 	return s
 }
 
-// errAt returns a ConfigError for k, with its line where keyLine finds it.
-func (c *Config) errAt(k keyAt, format string, args ...any) *ConfigError {
-	return &ConfigError{File: c.File, Line: c.keyLine(k), Key: k.String(), Msg: fmt.Sprintf(format, args...)}
+// errAt returns an Error for k, with its line where keyLine finds it.
+func (c *Config) errAt(k keyAt, format string, args ...any) *Error {
+	return &Error{File: c.File, Line: c.keyLine(k), Key: k.String(), Msg: fmt.Sprintf(format, args...)}
 }
 
 // keyLine returns the line where k's key is set. It reads the file as lines of

@@ -1,8 +1,9 @@
-package agent
+package config
 
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ credential = "primary"
 `
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := ParseConfig([]byte(minimal), "/etc/sealrelay/sealrelay.toml")
+	c, err := Parse([]byte(minimal), "/etc/sealrelay/sealrelay.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +48,13 @@ func TestConfigDefaults(t *testing.T) {
 		{"credentials.file", c.Credentials.File, "/etc/sealrelay/credentials.age"},
 		{"credentials.vault.mount", c.Credentials.Vault.Mount, "secret"},
 		{"credentials.vault.poll_interval", c.Credentials.Vault.PollInterval.Duration, 30 * time.Second},
+		// secrets/vault has no defaults of its own: these reach it from here.
+		{"credentials.vault.path", c.Credentials.Vault.Path, "sealrelay"},
+		{"credentials.vault.auth", c.Credentials.Vault.Auth, "token"},
+		{"credentials.vault.approle_mount", c.Credentials.Vault.AppRoleMount, "approle"},
+		{"credentials.vault.kubernetes_mount", c.Credentials.Vault.KubernetesMount, "kubernetes"},
+		{"credentials.vault.jwt_file", c.Credentials.Vault.JWTFile, "/var/run/secrets/kubernetes.io/serviceaccount/token"},
+		{"credentials.vault.timeout", c.Credentials.Vault.Timeout.Duration, 10 * time.Second},
 		{"queue.min_backoff", c.Queue.MinBackoff.Duration, 30 * time.Second},
 		{"queue.max_backoff", c.Queue.MaxBackoff.Duration, 30 * time.Minute},
 		{"queue.max_lifetime", c.Queue.MaxLifetime.Duration, 120 * time.Hour},
@@ -63,7 +71,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigRelayDefaultsPerRelay(t *testing.T) {
-	c, err := ParseConfig([]byte(`
+	c, err := Parse([]byte(`
 [[relay]]
 name = "a"
 address = "a.example:587"
@@ -85,7 +93,7 @@ tls = "implicit"
 }
 
 func TestConfigRelativePaths(t *testing.T) {
-	c, err := ParseConfig([]byte(minimal+`
+	c, err := Parse([]byte(minimal+`
 [credentials]
 identity = "id.txt"
 `), "/etc/sr/sealrelay.toml")
@@ -134,7 +142,7 @@ func TestConfigErrors(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(tc.toml), "c.toml")
+			_, err := Parse([]byte(tc.toml), "c.toml")
 			if err == nil {
 				t.Fatalf("no error, want %q", tc.want)
 			}
@@ -149,9 +157,46 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml"))
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if err == nil || !strings.Contains(err.Error(), "nope.toml") {
 		t.Errorf("error %v does not name the file", err)
+	}
+}
+
+// validatesUnchanged checks that validating c again passes and changes
+// nothing: validate only reads.
+func validatesUnchanged(t *testing.T, data []byte, file string, c *Config) {
+	t.Helper()
+	again, err := Parse(data, file)
+	if err != nil {
+		t.Fatalf("second Parse: %v", err)
+	}
+	if err := again.validate(); err != nil {
+		t.Fatalf("validating again: %v", err)
+	}
+	if !reflect.DeepEqual(again, c) {
+		t.Errorf("validating again changed the config:\n got %+v\nwant %+v", again, c)
+	}
+}
+
+// TestValidateChangesNothing: what Load fills in (auth, mechanism
+// spelling, Vault addresses) is done before validation, which only reads.
+func TestValidateChangesNothing(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "http://127.0.0.1:8200")
+	for name, data := range map[string]string{
+		"minimal":    minimal,
+		"mechanisms": "[[relay]]\naddress = \"a:1\"\ncredential = \"c\"\nmechanisms = [\"login\", \"Plain\"]\n",
+		"vault":      minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"https://v1:8200\"\naddresses = [\"https://v2:8200\"]\n",
+		"vault_addr": minimal + "[credentials]\nsource = \"vault\"\n",
+		"networks":   "[listen]\nallowed_networks = [\"10.0.0.1\", \"192.168.1.7/24\"]\n" + minimal,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := Parse([]byte(data), "c.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			validatesUnchanged(t, []byte(data), "c.toml", c)
+		})
 	}
 }
 
@@ -164,7 +209,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(minimal + "[credentials]\nsource = \"vault\"\n[credentials.vault]\naddress = \"http://v:8200\"\n"))
 	f.Add([]byte(minimal + "[queue]\nmin_backoff = \"1s\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := ParseConfig(data, "fuzz.toml")
+		c, err := Parse(data, "fuzz.toml")
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.toml") {
 				t.Fatalf("error does not name the file: %v", err)
@@ -174,5 +219,6 @@ func FuzzParseConfig(f *testing.F) {
 		if len(c.Relays) == 0 {
 			t.Fatal("accepted a config without relays")
 		}
+		validatesUnchanged(t, data, "fuzz.toml", c)
 	})
 }
