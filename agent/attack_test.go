@@ -2,7 +2,7 @@ package agent_test
 
 // The SMTP attack corpus: scripted dialogs under testdata/attacks, each
 // played against a fresh agent (listener, spool and delivery, with an
-// internal/upstream relay behind it).
+// internal/testing/upstream relay behind it).
 //
 // # Script format
 //
@@ -83,8 +83,8 @@ import (
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/internal/testseam"
-	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
 // attackReadTimeout bounds each wait for the agent in a script.

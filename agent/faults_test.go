@@ -26,7 +26,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // sendMail sends one message to the agent at addr and returns the server's

@@ -17,7 +17,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 

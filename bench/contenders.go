@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The contenders, in the order -contenders lists them by default.

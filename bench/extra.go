@@ -16,7 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/interop"
+	"github.com/sealrelay/sealrelay/internal/testing/interop"
 )
 
 // The two targets that are not about throughput: memory with many idle

@@ -2,13 +2,13 @@
 // every contender against the same upstream in the same run, alternating,
 // for several rounds, and prints Markdown tables.
 //
-// The upstream is internal/upstream with STARTTLS and AUTH PLAIN required,
+// The upstream is internal/testing/upstream with STARTTLS and AUTH PLAIN required,
 // counting messages and keeping no bodies (CountOnly). The contenders:
 //
 //   - direct: the upstream fed by the load generator itself (STARTTLS and
 //     AUTH on every connection), the ceiling;
 //   - postfix: Postfix from Debian as an authenticated smarthost client,
-//     tuned as a careful operator would (internal/postfixtest, Tuned):
+//     tuned as a careful operator would (internal/testing/peers/postfixtest, Tuned):
 //     relayhost = the upstream, SASL with a password map, TLS required,
 //     TLS connection reuse through tlsproxy, 20 connections to the relay;
 //     Postfix fsyncs each queue file before its 250, as by default;
@@ -61,9 +61,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // Messages per run, by message size: enough for steady state, few enough

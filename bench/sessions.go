@@ -19,8 +19,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The sessions benchmark (`go run ./bench sessions`, `make bench-sessions`):

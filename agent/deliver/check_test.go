@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 func TestCheck(t *testing.T) {

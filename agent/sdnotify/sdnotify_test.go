@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/internal/logbuf"
-	"github.com/sealrelay/sealrelay/internal/sdnotifytest"
+	"github.com/sealrelay/sealrelay/internal/testing/sdnotifytest"
 )
 
 func newNotifier(t *testing.T) (*Notifier, *logbuf.Buffer) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestAuthReplyEchoIsNotKept: the relay echoes the SASL payload (base64 as

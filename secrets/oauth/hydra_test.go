@@ -1,6 +1,6 @@
 package oauth
 
-// Against a real OAuth2 server: ORY Hydra (internal/peers/hydra), whose
+// Against a real OAuth2 server: ORY Hydra (internal/testing/peers/hydra), whose
 // counting proxy in front of the token endpoint says how many token
 // requests were made and can be switched down.
 
@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/internal/logbuf"
-	"github.com/sealrelay/sealrelay/internal/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
 )
 
 // newTokens returns a cache whose log goes to the returned buffer.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 )
 
 // deadAddr returns the address of a port nobody listens on.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 )
 
 // shared is the Vault dev server the package's tests share. Each test uses

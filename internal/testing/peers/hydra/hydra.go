@@ -313,7 +313,7 @@ func findBinary() (string, error) {
 	if !ok {
 		return "", errors.New("cannot locate tools/hydra/build.sh")
 	}
-	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "tools", "hydra", "build.sh")
+	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "..", "tools", "hydra", "build.sh")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script)

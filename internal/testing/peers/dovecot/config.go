@@ -12,7 +12,7 @@ func (s *Server) writeConfig() error {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	yesNo := map[bool]string{true: "yes", false: "no"}
-	w("# private Dovecot instance written by internal/peers/dovecot: the auth service only")
+	w("# private Dovecot instance written by internal/testing/peers/dovecot: the auth service only")
 	w("instance_name = sealrelay-%s", filepath.Base(s.dir))
 	w("base_dir = %s", filepath.Join(s.dir, "run"))
 	w("state_dir = %s", filepath.Join(s.dir, "state"))

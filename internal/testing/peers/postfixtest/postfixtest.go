@@ -152,7 +152,7 @@ type Config struct {
 	// 127.0.0.0/8 (mynetworks).
 	SASLUsers map[string]string
 	// DovecotSASL, if set, is the absolute path of a Dovecot auth socket
-	// (a unix_listener the postfix user may use, as internal/peers/dovecot
+	// (a unix_listener the postfix user may use, as internal/testing/peers/dovecot
 	// makes): smtpd then checks AUTH through Dovecot (smtpd_sasl_type =
 	// dovecot) with the mechanisms Dovecot offers, only after STARTTLS, and
 	// relays only for clients that authenticated. line_length_limit is
@@ -516,7 +516,7 @@ func (p *Instance) writeFiles(port int) error {
 	maps.Copy(params, p.cfg.Params)
 
 	var main bytes.Buffer
-	main.WriteString("# private Postfix instance written by internal/postfixtest\n")
+	main.WriteString("# private Postfix instance written by internal/testing/peers/postfixtest\n")
 	for _, k := range slices.Sorted(maps.Keys(params)) {
 		fmt.Fprintf(&main, "%s = %s\n", k, params[k])
 	}

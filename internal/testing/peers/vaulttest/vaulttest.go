@@ -310,7 +310,7 @@ func findBinary() (string, error) {
 	if !ok {
 		return "", errors.New("cannot locate tools/vault/build.sh")
 	}
-	script := filepath.Join(filepath.Dir(self), "..", "..", "tools", "vault", "build.sh")
+	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "..", "tools", "vault", "build.sh")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script)

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/peers/hydra"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 )
 
 const (

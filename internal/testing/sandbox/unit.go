@@ -177,7 +177,7 @@ func (u *Unit) check() error {
 			continue
 		}
 		if _, ok := notApplied[k]; !ok {
-			return fmt.Errorf("%s: [Service] %s= is not known to the sandbox: say in internal/sandbox how it is applied or why it cannot be", u.Path, k)
+			return fmt.Errorf("%s: [Service] %s= is not known to the sandbox: say in internal/testing/sandbox how it is applied or why it cannot be", u.Path, k)
 		}
 	}
 	for _, k := range []string{"CapabilityBoundingSet", "AmbientCapabilities"} {

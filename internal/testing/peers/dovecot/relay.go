@@ -4,8 +4,8 @@ import (
 	"crypto/tls"
 	"testing"
 
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // Relay is a relay host a test's SMTP client submits to: Postfix offering

@@ -1,9 +1,9 @@
 // Package dovecot runs private Dovecot instances, from Debian's dovecot-core,
-// as the SASL backend of a private Postfix (internal/postfixtest): the relay
+// as the SASL backend of a private Postfix (internal/testing/peers/postfixtest): the relay
 // host a test's SMTP client authenticates to with PLAIN, LOGIN, CRAM-MD5,
 // SCRAM-SHA-256, or an OAuth2 bearer token (XOAUTH2, OAUTHBEARER) that
 // Dovecot checks at a real OAuth2 server's introspection endpoint
-// (internal/peers/hydra). StartRelay wires Dovecot, Postfix and an upstream
+// (internal/testing/peers/hydra). StartRelay wires Dovecot, Postfix and an upstream
 // that receives what Postfix relays.
 //
 // Each Server has its own directory (config, passwd files, sockets, log),

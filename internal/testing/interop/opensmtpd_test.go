@@ -12,8 +12,8 @@ import (
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/logbuf"
-	"github.com/sealrelay/sealrelay/internal/opensmtpdtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/opensmtpdtest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestSealrelayToOpenSMTPD: sealrelay's delivery against a real OpenSMTPD
