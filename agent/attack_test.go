@@ -82,7 +82,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/internal/testseam"
 )
@@ -350,7 +350,7 @@ func writeListenCert(t *testing.T) listenTLS {
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.
-type syncBuffer = logbuf.Buffer
+type syncBuffer = testlib.LogBuf
 
 // filterLog returns the lines of s holding any of subs.
 func filterLog(s *syncBuffer, subs ...string) string {
@@ -454,13 +454,7 @@ func startRig(t *testing.T, o rigOptions) *rig {
 // bound (this is a bound on a hang, not a timing assertion).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testlib.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // waitSettled waits until no session is open and the queue is empty.

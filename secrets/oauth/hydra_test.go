@@ -21,14 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // newTokens returns a cache whose log goes to the returned buffer.
-func newTokens(t *testing.T, opts Options) (*Tokens, *logbuf.Buffer) {
+func newTokens(t *testing.T, opts Options) (*Tokens, *testlib.LogBuf) {
 	t.Helper()
-	var logs logbuf.Buffer
+	var logs testlib.LogBuf
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tk := NewTokens(opts)
 	t.Cleanup(tk.Close)

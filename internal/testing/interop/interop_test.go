@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"os"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
@@ -49,33 +49,6 @@ func needPostfix(t *testing.T) {
 	if err := postfixtest.Available(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func startUpstream(t *testing.T, cfg upstream.Config) *upstream.Server {
-	t.Helper()
-	up, err := upstream.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	return up
-}
-
-func startPostfix(t *testing.T, cfg postfixtest.Config) *postfixtest.Instance {
-	t.Helper()
-	p, err := postfixtest.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("postfix log %s:\n%s", p.LogFile(), p.Log())
-		}
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return p
 }
 
 // inProcess is an agent built as `sealrelay serve` builds it, running in
@@ -156,7 +129,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 func TestPostfixClientRelaysIntoSealrelay(t *testing.T) {
 	needPostfix(t)
 	dir := t.TempDir()
-	up := startUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
+	up := testlib.StartUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
 		Behavior: upstream.Behavior{RequireAuth: true}})
 	setup, err := WriteSetup(dir, Options{Relay: up.Addr(), User: upUser, Password: upPass, CAPEM: up.CAPEM(), Extra: quickQueue})
 	if err != nil {
@@ -181,7 +154,7 @@ func TestPostfixClientRelaysIntoSealrelay(t *testing.T) {
 			t.Logf("sealrelay log:\n%s", agentLog.String())
 		}
 	})
-	pf := startPostfix(t, postfixtest.Config{Relayhost: sr.Addr()})
+	pf := postfixtest.StartT(t, postfixtest.Config{Relayhost: sr.Addr()})
 
 	var big strings.Builder
 	for i := range 3000 {
@@ -255,8 +228,8 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	final := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
-	pf := startPostfix(t, postfixtest.Config{
+	final := testlib.StartUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	pf := postfixtest.StartT(t, postfixtest.Config{
 		Hostname:  "relayhost.test",
 		Relayhost: final.Addr(),
 		TLSCert:   &cert,
@@ -427,7 +400,7 @@ func postfixQueueID(t *testing.T, pf *postfixtest.Instance, msgID string) string
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.
-type syncBuffer = logbuf.Buffer
+type syncBuffer = testlib.LogBuf
 
 // TestWriteSetupErrors: a setup without its required parts is refused,
 // naming them.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/opensmtpdtest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
@@ -26,7 +26,7 @@ func TestSealrelayToOpenSMTPD(t *testing.T) {
 	if err := opensmtpdtest.Available(); err != nil {
 		t.Fatal(err)
 	}
-	up := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	up := testlib.StartUpstream(t, upstream.Config{TLS: upstream.NoTLS})
 	smtpd, err := opensmtpdtest.Start(opensmtpdtest.Config{Domain: "example.net", Relayhost: up.Addr()})
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +37,7 @@ func TestSealrelayToOpenSMTPD(t *testing.T) {
 			t.Logf("opensmtpd log:\n%s", smtpd.Log())
 		}
 	})
-	logs := &logbuf.Buffer{}
+	logs := &testlib.LogBuf{}
 	d, err := deliver.New(deliver.Options{
 		Hostname: "sealrelay.test",
 		Relays:   []deliver.Relay{{Name: "opensmtpd", Address: smtpd.Addr, TLS: deliver.TLSNone, Auth: deliver.AuthDisabled, MaxConnections: 2}},

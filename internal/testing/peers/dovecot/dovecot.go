@@ -55,6 +55,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // Commands the package runs; Available checks them.
@@ -157,7 +159,7 @@ func Start(t testing.TB, cfg Config) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("dovecot log %s (end):\n%s", s.LogFile(), tail(s.Log(), 4000))
+			t.Logf("dovecot log %s (end):\n%s", s.LogFile(), testlib.Tail(s.Log(), 4000))
 		}
 		if err := s.Stop(); err != nil {
 			t.Error(err)
@@ -262,11 +264,11 @@ func (s *Server) run() error {
 	mechs, err := s.handshake(20 * time.Second)
 	if err != nil {
 		stderr, _ := os.ReadFile(filepath.Join(s.dir, "stderr.log"))
-		return fmt.Errorf("dovecot: instance %s: %w\n%s\nlog %s (end):\n%s", s.dir, err, stderr, s.LogFile(), tail(s.Log(), 3000))
+		return fmt.Errorf("dovecot: instance %s: %w\n%s\nlog %s (end):\n%s", s.dir, err, stderr, s.LogFile(), testlib.Tail(s.Log(), 3000))
 	}
 	for _, m := range s.cfg.Mechanisms {
 		if !slices.Contains(mechs, m) {
-			return fmt.Errorf("dovecot: instance %s offers %v, not %s\nlog:\n%s", s.dir, mechs, m, tail(s.Log(), 3000))
+			return fmt.Errorf("dovecot: instance %s offers %v, not %s\nlog:\n%s", s.dir, mechs, m, testlib.Tail(s.Log(), 3000))
 		}
 	}
 	return nil
@@ -365,11 +367,4 @@ func (s *Server) stop() error {
 		errs = append(errs, fmt.Errorf("dovecot: remove %s: %w", s.dir, err))
 	}
 	return errors.Join(errs...)
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }

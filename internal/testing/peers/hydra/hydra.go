@@ -20,24 +20,22 @@
 package hydra
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // Version is the Hydra version the tests run.
@@ -108,7 +106,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("hydra log %s (end):\n%s", s.LogFile(), tail(s.Log(), 4000))
+			t.Logf("hydra log %s (end):\n%s", s.LogFile(), testlib.Tail(s.Log(), 4000))
 		}
 		s.Stop()
 	})
@@ -118,11 +116,11 @@ func Start(t testing.TB, opts Options) *Server {
 var errAddrInUse = errors.New("address in use")
 
 func start(bin, dir string, p *proxy, opts Options) (*Server, error) {
-	publicPort, err := freePort()
+	publicPort, err := testlib.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	adminPort, err := freePort()
+	adminPort, err := testlib.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +179,7 @@ func start(bin, dir string, p *proxy, opts Options) (*Server, error) {
 		if strings.Contains(s.Log(), "address already in use") {
 			return nil, fmt.Errorf("ports %d/%d: %w", publicPort, adminPort, errAddrInUse)
 		}
-		return nil, fmt.Errorf("hydra on ports %d/%d: %w\nlog %s (end):\n%s", publicPort, adminPort, err, s.LogFile(), tail(s.Log(), 3000))
+		return nil, fmt.Errorf("hydra on ports %d/%d: %w\nlog %s (end):\n%s", publicPort, adminPort, err, s.LogFile(), testlib.Tail(s.Log(), 3000))
 	}
 	p.setTarget(s.PublicURL)
 	return s, nil
@@ -264,22 +262,6 @@ func (s *Server) Up(t testing.TB) {
 	}
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 var (
 	binOnce sync.Once
 	binPath string
@@ -290,59 +272,20 @@ var (
 // tools/hydra/build.sh if needed. It fails the test if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() { binPath, binErr = findBinary() })
+	binOnce.Do(func() { binPath, binErr = tool.Find() })
 	if binErr != nil {
 		t.Fatalf("hydra: %v", binErr)
 	}
 	return binPath
 }
 
-func findBinary() (string, error) {
-	if p := os.Getenv("SEALRELAY_HYDRA_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("SEALRELAY_HYDRA_BIN: %w", err)
-		}
-		return p, nil
-	}
-	if p := cachePath(); p != "" {
-		if out, err := exec.Command(p, "version").Output(); err == nil && strings.Contains(string(out), "v"+Version+"\n") {
-			return p, nil
-		}
-	}
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate tools/hydra/build.sh")
-	}
-	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "..", "tools", "hydra", "build.sh")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, script)
-	cmd.Env = os.Environ()
-	if _, err := exec.LookPath("go"); err != nil {
-		cmd.Env = append(cmd.Env, "GO=/usr/local/go/bin/go") // the machine image's Go, not on PATH
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("building the Hydra test server with %s: %w\n%s", script, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// cachePath is where tools/hydra/build.sh keeps the binary.
-func cachePath() string {
-	dir := os.Getenv("SEALRELAY_CACHE")
-	if dir == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return ""
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		dir = filepath.Join(base, "sealrelay")
-	}
-	return filepath.Join(dir, "hydra-"+Version)
+// tool is the Hydra binary: $SEALRELAY_HYDRA_BIN, the cached build, or
+// a new one from tools/hydra/build.sh (a few minutes, once).
+var tool = testlib.Tool{
+	Name:          "Hydra",
+	EnvVar:        "SEALRELAY_HYDRA_BIN",
+	Cached:        "hydra-" + Version,
+	VersionOutput: "v" + Version + "\n",
+	Script:        "tools/hydra/build.sh",
+	BuildTimeout:  30 * time.Minute,
 }

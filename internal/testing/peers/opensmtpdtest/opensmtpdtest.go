@@ -34,8 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/cachedir"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // Version is the OpenSMTPD release tools/deps.sh unpacks.
@@ -45,7 +44,7 @@ const Version = "6.8.0p2"
 const InstallHint = "make test unpacks Debian's opensmtpd package into the cache and creates its users (tools/deps.sh); run it as root"
 
 // Root returns where tools/deps.sh unpacks the package.
-func Root() string { return cachedir.Path("opensmtpd-" + Version) }
+func Root() string { return testlib.CachePath("opensmtpd-" + Version) }
 
 // smtpd is the daemon in the unpacked package.
 func smtpd() string { return filepath.Join(Root(), "usr", "sbin", "smtpd") }
@@ -88,7 +87,7 @@ type Instance struct {
 
 	dir  string
 	cmd  *exec.Cmd
-	log  *logbuf.Buffer
+	log  *testlib.LogBuf
 	done chan struct{}
 	once sync.Once
 }
@@ -119,7 +118,7 @@ func Start(cfg Config) (*Instance, error) {
 }
 
 func start(cfg Config) (*Instance, error) {
-	port, err := freePort()
+	port, err := testlib.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +126,7 @@ func start(cfg Config) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opensmtpdtest: %w", err)
 	}
-	in := &Instance{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, log: &logbuf.Buffer{}, done: make(chan struct{})}
+	in := &Instance{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, log: &testlib.LogBuf{}, done: make(chan struct{})}
 	fail := func(err error) (*Instance, error) {
 		in.Close()
 		return nil, fmt.Errorf("opensmtpdtest: %w\n%s", err, in.Log())
@@ -206,13 +205,4 @@ func (in *Instance) Close() error {
 		os.RemoveAll(in.dir)
 	})
 	return nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("opensmtpdtest: pick a port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

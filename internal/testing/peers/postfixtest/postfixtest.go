@@ -10,7 +10,8 @@
 // at once. Stop ends every process of the instance, waiting for them and
 // killing stragglers, and removes the directory.
 //
-// The package does not import "testing": the benchmark uses it too.
+// Start needs no test, so the benchmark runs Postfix too; StartT is Start
+// for a test.
 //
 // What Postfix 3.7 (Debian 12) needs for a private instance, found by trying:
 //
@@ -83,6 +84,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // Commands the package runs; Available checks them.
@@ -275,7 +278,7 @@ var errAddrInUse = errors.New("address in use")
 func start(cfg Config) (_ *Instance, err error) {
 	port := cfg.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = testlib.FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -581,14 +584,4 @@ func writeCert(certFile, keyFile string, c *tls.Certificate) error {
 		return fmt.Errorf("postfixtest: %w", err)
 	}
 	return nil
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("postfixtest: pick a port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
@@ -28,33 +29,6 @@ func need(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func startUpstream(t *testing.T, cfg upstream.Config) *upstream.Server {
-	t.Helper()
-	up, err := upstream.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	return up
-}
-
-func startPostfix(t *testing.T, cfg Config) *Instance {
-	t.Helper()
-	p, err := Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("postfix log %s:\n%s", p.LogFile(), p.Log())
-		}
-		if err := p.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	return p
 }
 
 func message(id string) string {
@@ -82,9 +56,9 @@ func submit(addr, id string) error {
 // directory behind.
 func TestClientRelaysAndStopsClean(t *testing.T) {
 	need(t)
-	up := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
-	a := startPostfix(t, Config{Relayhost: up.Addr()})
-	b := startPostfix(t, Config{Relayhost: up.Addr()})
+	up := testlib.StartUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	a := StartT(t, Config{Relayhost: up.Addr()})
+	b := StartT(t, Config{Relayhost: up.Addr()})
 	if a.Addr() == b.Addr() || a.Dir() == b.Dir() {
 		t.Fatalf("two instances share %s / %s", a.Addr(), a.Dir())
 	}
@@ -147,8 +121,8 @@ func TestSASLRelayHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
-	p := startPostfix(t, Config{Relayhost: up.Addr(), TLSCert: &cert,
+	up := testlib.StartUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	p := StartT(t, Config{Relayhost: up.Addr(), TLSCert: &cert,
 		SASLUsers: map[string]string{"relay@example.test": "Sasl-Pa55"}})
 	tlsConf := &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 
@@ -266,8 +240,8 @@ func TestClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := startUpstream(t, upstream.Config{TLS: upstream.NoTLS})
-	p := startPostfix(t, Config{Relayhost: up.Addr(), TLSCert: &serverCert, ClientCAPEM: clientCA.PEM()})
+	up := testlib.StartUpstream(t, upstream.Config{TLS: upstream.NoTLS})
+	p := StartT(t, Config{Relayhost: up.Addr(), TLSCert: &serverCert, ClientCAPEM: clientCA.PEM()})
 
 	// send submits one message, with STARTTLS and cert (if not nil), or
 	// without TLS; the client presents cert whatever CAs smtpd names.
@@ -338,9 +312,9 @@ func TestClientCertificate(t *testing.T) {
 // STARTTLS+AUTH PLAIN upstream over TLS and reuses its connections.
 func TestTunedSmarthost(t *testing.T) {
 	need(t)
-	up := startUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
+	up := testlib.StartUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
 		Behavior: upstream.Behavior{RequireAuth: true}})
-	p := startPostfix(t, Config{Relayhost: up.Addr(), RelayCAPEM: up.CAPEM(),
+	p := StartT(t, Config{Relayhost: up.Addr(), RelayCAPEM: up.CAPEM(),
 		RelayUser: upUser, RelayPassword: upPass, Tuned: true})
 	const n = 10
 	for i := range n {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // A three-node Vault cluster with integrated Raft storage on loopback, for
@@ -60,7 +62,7 @@ func StartCluster(t testing.TB) *Cluster {
 
 	ports := make([]int, 6)
 	for i := range ports {
-		p, err := freePort()
+		p, err := testlib.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}

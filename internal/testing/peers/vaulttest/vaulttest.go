@@ -19,16 +19,12 @@
 package vaulttest
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +32,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/sealrelay/sealrelay/internal/cachedir"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // RootToken is the dev server's root token.
@@ -101,7 +97,7 @@ func start(dir string) (*Server, error) {
 	}
 	s := &Server{bin: bin, dir: dir}
 	for range 3 { // a free port can be taken between choosing and binding it
-		port, perr := freePort()
+		port, perr := testlib.FreePort()
 		if perr != nil {
 			return nil, perr
 		}
@@ -257,19 +253,7 @@ func waitHealthy(addr string, exited <-chan struct{}, limit time.Duration) error
 
 func tail(path string) string {
 	b, _ := os.ReadFile(path)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return testlib.Tail(string(b), 4000)
 }
 
 var (
@@ -290,43 +274,17 @@ func Binary(t testing.TB) string {
 }
 
 func binary() (string, error) {
-	binOnce.Do(func() { binPath, binErr = findBinary() })
+	binOnce.Do(func() { binPath, binErr = tool.Find() })
 	return binPath, binErr
 }
 
-func findBinary() (string, error) {
-	if p := os.Getenv("SEALRELAY_VAULT_BIN"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("SEALRELAY_VAULT_BIN: %w", err)
-		}
-		return p, nil
-	}
-	if p := cachePath(); p != "" {
-		if out, err := exec.Command(p, "version").Output(); err == nil && strings.Contains(string(out), "Vault v"+Version) {
-			return p, nil
-		}
-	}
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate tools/vault/build.sh")
-	}
-	script := filepath.Join(filepath.Dir(self), "..", "..", "..", "..", "tools", "vault", "build.sh")
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, script)
-	cmd.Env = os.Environ()
-	if _, err := exec.LookPath("go"); err != nil {
-		// Not on PATH: the machine image's Go.
-		cmd.Env = append(cmd.Env, "GO=/usr/local/go/bin/go")
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("building the Vault test server with %s: %w\n%s", script, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out)), nil
+// tool is the Vault binary: $SEALRELAY_VAULT_BIN, the cached build, or
+// a new one from tools/vault/build.sh.
+var tool = testlib.Tool{
+	Name:          "Vault",
+	EnvVar:        "SEALRELAY_VAULT_BIN",
+	Cached:        "vault-" + Version,
+	VersionOutput: "Vault v" + Version,
+	Script:        "tools/vault/build.sh",
+	BuildTimeout:  40 * time.Minute,
 }
-
-// cachePath is where tools/vault/build.sh keeps the binary.
-func cachePath() string { return cachedir.Path("vault-" + Version) }

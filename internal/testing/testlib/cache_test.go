@@ -1,23 +1,23 @@
-package cachedir
+package testlib
 
 import (
 	"path/filepath"
 	"testing"
 )
 
-func TestPath(t *testing.T) {
+func TestCachePath(t *testing.T) {
 	t.Setenv("SEALRELAY_CACHE", "/c")
-	if got := Path("x"); got != "/c/x" {
+	if got := CachePath("x"); got != "/c/x" {
 		t.Errorf("with SEALRELAY_CACHE: %q", got)
 	}
 	t.Setenv("SEALRELAY_CACHE", "")
 	t.Setenv("XDG_CACHE_HOME", "/x")
-	if got := Path("y"); got != "/x/sealrelay/y" {
+	if got := CachePath("y"); got != "/x/sealrelay/y" {
 		t.Errorf("with XDG_CACHE_HOME: %q", got)
 	}
 	t.Setenv("XDG_CACHE_HOME", "")
 	t.Setenv("HOME", "/h")
-	if got := Path("z"); got != filepath.Join("/h", ".cache", "sealrelay", "z") {
+	if got := CachePath("z"); got != filepath.Join("/h", ".cache", "sealrelay", "z") {
 		t.Errorf("with HOME: %q", got)
 	}
 }

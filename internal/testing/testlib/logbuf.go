@@ -1,6 +1,4 @@
-// Package logbuf holds Buffer, a log sink that tests read while the code
-// under test writes to it from other goroutines.
-package logbuf
+package testlib
 
 import (
 	"bytes"
@@ -8,28 +6,30 @@ import (
 	"sync"
 )
 
-// Buffer is a bytes.Buffer safe for concurrent writers and readers.
-type Buffer struct {
+// LogBuf is a log sink that tests read while the code under test writes to
+// it from other goroutines: a bytes.Buffer safe for concurrent writers and
+// readers.
+type LogBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
 // Write appends p.
-func (s *Buffer) Write(p []byte) (int, error) {
+func (s *LogBuf) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
 // String returns everything written so far.
-func (s *Buffer) String() string {
+func (s *LogBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
 // Lines returns the lines that contain every one of words.
-func (s *Buffer) Lines(words ...string) []string {
+func (s *LogBuf) Lines(words ...string) []string {
 	var out []string
 	for _, l := range strings.Split(s.String(), "\n") {
 		ok := l != ""

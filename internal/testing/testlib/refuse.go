@@ -1,9 +1,4 @@
-// Package refuse gives tests a loopback address where every connection is
-// refused, reliably: the port is held by a bound socket that never listens,
-// so no other listener, and no client's ephemeral port, can take it while
-// the test runs (a port merely closed again can be, and then answers with
-// something else than a refusal).
-package refuse
+package testlib
 
 import (
 	"fmt"
@@ -11,9 +6,12 @@ import (
 	"testing"
 )
 
-// Addr returns "127.0.0.1:PORT" on which connections are refused until the
-// test ends.
-func Addr(t testing.TB) string {
+// RefusedAddr returns "127.0.0.1:PORT" on which every connection is
+// refused, reliably, until the test ends: the port is held by a bound
+// socket that never listens, so no other listener, and no client's
+// ephemeral port, can take it while the test runs (a port merely closed
+// again can be, and then answers with something else than a refusal).
+func RefusedAddr(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {

@@ -1,4 +1,4 @@
-package refuse
+package testlib
 
 import (
 	"errors"
@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-func TestAddrRefuses(t *testing.T) {
-	addr := Addr(t)
+func TestRefusedAddrRefuses(t *testing.T) {
+	addr := RefusedAddr(t)
 	for range 3 {
 		_, err := net.Dial("tcp", addr)
 		if !errors.Is(err, syscall.ECONNREFUSED) {
