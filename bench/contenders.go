@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 	"github.com/sealrelay/sealrelay/internal/testing/interop"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The contenders, in the order -contenders lists them by default.
@@ -40,7 +40,7 @@ type contender interface {
 
 // env is what every contender shares in one benchmark run.
 type env struct {
-	up      *upstream.Server
+	up      *relayhost.Server
 	user    string
 	pass    string
 	baseDir string // where contenders keep their state

@@ -61,9 +61,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 	"github.com/sealrelay/sealrelay/internal/testing/interop"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // Messages per run, by message size: enough for steady state, few enough
@@ -227,11 +227,11 @@ func benchmark(ctx context.Context, opt options, stdout, stderr io.Writer) (err 
 	}
 
 	e := &env{user: "bench@upstream.test", pass: randomPassword(), baseDir: base, keep: opt.keep, bin: opt.bin, log: log, logw: srLog}
-	e.up, err = upstream.Start(upstream.Config{
-		Hostname:  "upstream.bench.test",
-		CountOnly: true,
-		Accounts:  map[string]string{e.user: e.pass},
-		Behavior:  upstream.Behavior{RequireAuth: true},
+	e.up, err = relayhost.Start(relayhost.Config{
+		Hostname:    "upstream.bench.test",
+		CountOnly:   true,
+		Accounts:    map[string]string{e.user: e.pass},
+		RequireAuth: true,
 	})
 	if err != nil {
 		return err

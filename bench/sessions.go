@@ -19,8 +19,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 	"github.com/sealrelay/sealrelay/internal/testing/interop"
-	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The sessions benchmark (`go run ./bench sessions`, `make bench-sessions`):
@@ -104,11 +104,11 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 		}
 	}
 	user, pass := "bench@upstream.test", randomPassword()
-	up, err := upstream.Start(upstream.Config{
-		Hostname:  "upstream.bench.test",
-		CountOnly: true,
-		Accounts:  map[string]string{user: pass},
-		Behavior:  upstream.Behavior{RequireAuth: true},
+	up, err := relayhost.Start(relayhost.Config{
+		Hostname:    "upstream.bench.test",
+		CountOnly:   true,
+		Accounts:    map[string]string{user: pass},
+		RequireAuth: true,
 	})
 	if err != nil {
 		return err

@@ -18,7 +18,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/internal/testing/upstream"
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
@@ -91,9 +91,9 @@ func cmdDemo(e *env, args []string) error {
 	}
 	say("sealed credential \"upstream\" (%s, a random password that is never shown) to %s in %s", user, recFile, credFile)
 
-	up, err := upstream.Start(upstream.Config{
-		Accounts: map[string]string{user: password},
-		Behavior: upstream.Behavior{RequireAuth: true},
+	up, err := relayhost.Start(relayhost.Config{
+		Accounts:    map[string]string{user: password},
+		RequireAuth: true,
 	})
 	if err != nil {
 		return err

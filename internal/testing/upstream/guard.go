@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 )
 
 // guardConn sits between a plaintext connection and go-smtp and answers
@@ -22,7 +24,7 @@ import (
 // follows is TLS, which it cannot read.
 type guardConn struct {
 	net.Conn
-	rc *recConn
+	rc *relayhost.Conn
 	s  *Server
 
 	in, out []byte
@@ -52,7 +54,7 @@ const maxGuardLine = 64 << 10
 // replies to EHLO or STARTTLS. With implicit TLS the guard could not read
 // the stream.
 func (s *Server) guards(b *Behavior) bool {
-	switch s.cfg.TLS {
+	switch s.tlsMode {
 	case NoTLS:
 		return true
 	case StartTLS:
@@ -144,7 +146,7 @@ func (g *guardConn) command(line []byte) {
 	switch verb {
 	case "EHLO", "HELO":
 		g.helos++
-		g.s.rec.update(g.rc.id, func(s *Session) { s.Helos++ })
+		g.rc.Record(func(s *Session) { s.Helos++ })
 		switch {
 		case b.EHLOReply != nil:
 			reply = b.EHLOReply
@@ -188,19 +190,6 @@ func (g *guardConn) Write(p []byte) (int, error) {
 	return g.Conn.Write(p)
 }
 
-// recConnOf returns the recConn under c, through a TLS connection and a
-// guard; nil if there is none.
-func recConnOf(c net.Conn) *recConn {
-	for {
-		switch v := c.(type) {
-		case *recConn:
-			return v
-		case *guardConn:
-			return v.rc
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
-		default:
-			return nil
-		}
-	}
-}
+// NetConn returns the connection under the guard, for the relay host to
+// find its record.
+func (g *guardConn) NetConn() net.Conn { return g.rc }

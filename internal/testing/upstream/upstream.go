@@ -1,45 +1,55 @@
-// Package upstream is a real SMTP relay host for tests, for `sealrelay demo`
-// and for the benchmark: a go-smtp server on loopback with its own CA,
-// STARTTLS or implicit TLS, AUTH PLAIN and LOGIN, scriptable replies and
-// fault injection.
+// Package upstream is the relay host the tests and the benchmark deliver
+// to: internal/relayhost (a go-smtp server on loopback with its own CA,
+// STARTTLS or implicit TLS, AUTH PLAIN and LOGIN, recording what it saw)
+// with scriptable replies and fault injection on top: scripted greetings,
+// EHLO, STARTTLS and AUTH replies, rules for MAIL, RCPT and DATA, AUTH
+// withdrawn or echoed, temporary failures, dropped connections and stalls,
+// each settable while the server runs (SetBehavior).
 //
-// It records what a relay host would see: per connection, whether TLS was
-// used, every AUTH attempt (mechanism, username, outcome; never the
-// password) and every MAIL command with whether the connection was
-// authenticated at that moment; and every accepted message. Accessors
-// return copies. Counting is cheap (an atomic counter); with CountOnly no
-// per-message record is kept at all, with DiscardBodies no body is kept.
-//
-// The package does not import "testing": it is a library that tests, the
-// CLI and the benchmark share.
+// It is test-only: the release binary links internal/relayhost (for
+// `sealrelay demo`) and none of this. The package does not import
+// "testing", so the benchmark uses it too.
 package upstream
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sealrelay/sealrelay/internal/relayhost"
 )
 
-// TLSMode says how the upstream offers TLS.
-type TLSMode string
+// What the relay host defines, under the names the tests use.
+type (
+	// CA is a throwaway certificate authority.
+	CA = relayhost.CA
+	// TLSMode says how the upstream offers TLS.
+	TLSMode = relayhost.TLSMode
+	// Session is what the upstream saw on one TCP connection.
+	Session = relayhost.Session
+	// AuthAttempt is one AUTH command.
+	AuthAttempt = relayhost.AuthAttempt
+	// MailCommand is one MAIL command.
+	MailCommand = relayhost.MailCommand
+	// Message is one accepted message.
+	Message = relayhost.Message
+	// Attempt is one transaction whose data the upstream read.
+	Attempt = relayhost.Attempt
+)
 
+// The TLS modes.
 const (
-	// StartTLS offers STARTTLS on a plaintext listener (the default).
-	StartTLS TLSMode = "starttls"
-	// Implicit speaks TLS from the first byte (port 465 style).
-	Implicit TLSMode = "implicit"
-	// NoTLS offers no TLS at all: STARTTLS is not advertised.
-	NoTLS TLSMode = "none"
+	StartTLS = relayhost.StartTLS
+	Implicit = relayhost.Implicit
+	NoTLS    = relayhost.NoTLS
 )
+
+// NewCA returns a fresh CA named name, valid for a day.
+func NewCA(name string) (*CA, error) { return relayhost.NewCA(name) }
 
 // StallPoint says where a stalled session waits.
 type StallPoint string
@@ -55,35 +65,22 @@ const (
 // Config sets up an upstream. The zero value is a STARTTLS upstream with
 // AUTH PLAIN and LOGIN offered after TLS and no accounts.
 type Config struct {
-	// Addr is the listen address; default "127.0.0.1:0". Set it to restart
-	// an upstream on the port a previous one used.
-	Addr string
-	// Hostname is the name in the greeting; default "upstream.test".
+	// Addr, Hostname, TLS and CA are relayhost.Config's.
+	Addr     string
 	Hostname string
-	// TLS is the TLS mode; default StartTLS.
-	TLS TLSMode
-	// CA signs the server certificate; nil means a fresh CA. Pass the CA of
-	// a previous upstream to keep a client's ca_file valid across a restart.
-	CA *CA
+	TLS      TLSMode
+	CA       *CA
 	// UntrustedCert serves a certificate signed by a second, fresh CA that
 	// CAPEM does not return, so a client trusting CAPEM fails verification.
 	UntrustedCert bool
-	// AllowInsecureAuth offers and accepts AUTH on a connection without TLS.
-	AllowInsecureAuth bool
-	// Accounts maps usernames to passwords; change them with SetPassword.
-	Accounts map[string]string
-	// DiscardBodies keeps message records without their data.
-	DiscardBodies bool
-	// CountOnly keeps no message records at all, only the count (for the
-	// benchmark). Sessions are still recorded.
-	CountOnly bool
-	// MaxMessageBytes is the SIZE limit; default 64 MiB.
-	MaxMessageBytes int64
-	// ReadTimeout and WriteTimeout bound each command; default 1 minute.
+	// The rest are relayhost.Config's.
+	AllowInsecureAuth         bool
+	Accounts                  map[string]string
+	DiscardBodies             bool
+	CountOnly                 bool
+	MaxMessageBytes           int64
 	ReadTimeout, WriteTimeout time.Duration
-	// Logger receives go-smtp's internal errors at Debug level; default
-	// discards them.
-	Logger *slog.Logger
+	Logger                    *slog.Logger
 
 	// Behavior is the initial scriptable behaviour; change it with
 	// SetBehavior while the server runs.
@@ -156,158 +153,94 @@ var (
 	// ErrTempFail is the 451 4.3.0 of TempFailAfterData.
 	ErrTempFail = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Temporary failure, try again later"}
 	// ErrServiceNotAvailable is a 421 4.3.2 greeting.
-	ErrServiceNotAvailable = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service not available, closing channel"}
+	ErrServiceNotAvailable = relayhost.ErrServiceNotAvailable
 	// ErrAuthRequired is the 530 5.7.0 of RequireAuth.
-	ErrAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	ErrAuthRequired = relayhost.ErrAuthRequired
 	// ErrAuthTemporary is a 454 4.7.0 for AuthReply.
 	ErrAuthTemporary = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	// ErrAlreadyIdentified is OpenSMTPD's answer to a second EHLO, for
 	// RejectRepeatedHelo.
 	ErrAlreadyIdentified = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Invalid command: Already identified"}
 	// ErrEncryptionRequired answers AUTH without TLS (RFC 4954 538).
-	ErrEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism"}
+	ErrEncryptionRequired = relayhost.ErrEncryptionRequired
 )
 
-// Server is a running upstream.
+// Server is a running upstream: the relay host, and the behaviour its
+// Faults read.
 type Server struct {
-	cfg     Config
-	ca      *CA
-	tlsConf *tls.Config
-	smtp    *smtp.Server
-	ln      net.Listener
-	log     *slog.Logger
+	*relayhost.Server
+	tlsMode      TLSMode
+	writeTimeout time.Duration
+	behavior     atomic.Pointer[Behavior]
+	stop         chan struct{} // closed by Close: ends every stall
+	stopOnce     sync.Once
 
-	behavior atomic.Pointer[Behavior]
-	accounts sync.Map // username -> password
-
-	done     chan struct{}
-	closeOne sync.Once
-	wg       sync.WaitGroup
-
-	rec recorder
+	paceMu    sync.Mutex
+	stallPace float64
+	failPace  float64
+	dropPace  float64
 }
 
 // Start starts an upstream listening on cfg.Addr (default 127.0.0.1:0).
 func Start(cfg Config) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
-	}
-	if cfg.Hostname == "" {
-		cfg.Hostname = "upstream.test"
-	}
 	if cfg.TLS == "" {
 		cfg.TLS = StartTLS
-	}
-	switch cfg.TLS {
-	case StartTLS, Implicit, NoTLS:
-	default:
-		return nil, fmt.Errorf("upstream: unknown TLS mode %q", cfg.TLS)
 	}
 	if cfg.Behavior.RejectRepeatedHelo && cfg.TLS != NoTLS {
 		return nil, errors.New("upstream: RejectRepeatedHelo needs TLS = NoTLS: it reads the plaintext stream")
 	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = 64 << 20
+	s := &Server{tlsMode: cfg.TLS, writeTimeout: cfg.WriteTimeout, stop: make(chan struct{})}
+	if s.writeTimeout <= 0 {
+		s.writeTimeout = time.Minute
 	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = time.Minute
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = time.Minute
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{cfg: cfg, log: log, done: make(chan struct{})}
-	s.rec.init(cfg.DiscardBodies, cfg.CountOnly)
 	b := cfg.Behavior
 	s.behavior.Store(&b)
-	for u, p := range cfg.Accounts {
-		s.accounts.Store(u, p)
+	rc := relayhost.Config{
+		Addr: cfg.Addr, Hostname: cfg.Hostname, TLS: cfg.TLS, CA: cfg.CA,
+		AllowInsecureAuth: cfg.AllowInsecureAuth, RequireAuth: b.RequireAuth, Accounts: cfg.Accounts,
+		DiscardBodies: cfg.DiscardBodies, CountOnly: cfg.CountOnly, MaxMessageBytes: cfg.MaxMessageBytes,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, Logger: cfg.Logger,
+		Faults: faults{s},
 	}
-
-	var err error
-	s.ca = cfg.CA
-	if s.ca == nil {
-		if s.ca, err = NewCA("sealrelay test upstream CA"); err != nil {
-			return nil, err
-		}
-	}
-	issuer := s.ca
 	if cfg.UntrustedCert {
-		if issuer, err = NewCA("sealrelay untrusted CA"); err != nil {
+		var err error
+		if rc.CA == nil {
+			if rc.CA, err = NewCA("sealrelay test upstream CA"); err != nil {
+				return nil, err
+			}
+		}
+		other, err := NewCA("sealrelay untrusted CA")
+		if err != nil {
 			return nil, err
 		}
+		cert, err := other.Issue()
+		if err != nil {
+			return nil, err
+		}
+		rc.Certificate = &cert
 	}
-	cert, err := issuer.Issue()
-	if err != nil {
+	var err error
+	if s.Server, err = relayhost.Start(rc); err != nil {
 		return nil, err
 	}
-	s.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("upstream: listen on %s: %w", cfg.Addr, err)
-	}
-	s.ln = ln
-
-	srv := smtp.NewServer(backend{s})
-	srv.Domain = cfg.Hostname
-	srv.MaxMessageBytes = cfg.MaxMessageBytes
-	srv.MaxRecipients = 1000
-	srv.ReadTimeout = cfg.ReadTimeout
-	srv.WriteTimeout = cfg.WriteTimeout
-	// The session enforces TLS before AUTH itself, so that an AUTH sent in
-	// the clear is recorded rather than refused unseen by go-smtp.
-	srv.AllowInsecureAuth = true
-	srv.ErrorLog = errorLog{log}
-	if cfg.TLS == StartTLS {
-		srv.TLSConfig = s.tlsConf
-	}
-	s.smtp = srv
-
-	conns := make(chan net.Conn)
-	s.wg.Add(2)
-	go s.acceptLoop(conns)
-	go func() {
-		defer s.wg.Done()
-		srv.Serve(&chanListener{conns: conns, done: s.done, addr: ln.Addr()}) //nolint:errcheck // ends at Close
-	}()
 	return s, nil
 }
 
-// Addr returns the host:port the upstream listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// CA returns the CA the client side should trust.
-func (s *Server) CA() *CA { return s.ca }
-
-// CAPEM returns the PEM of the CA the client side should trust.
-func (s *Server) CAPEM() []byte { return s.ca.PEM() }
-
-// WriteCA writes CAPEM to path, for a relay's ca_file.
-func (s *Server) WriteCA(path string) error { return s.ca.WriteFile(path) }
-
-// ClientTLSConfig returns a TLS configuration that trusts the upstream's CA,
-// for clients that talk to it directly.
-func (s *Server) ClientTLSConfig() *tls.Config {
-	return &tls.Config{RootCAs: s.ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+// Close ends every stall, stops listening and closes every connection.
+func (s *Server) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	return s.Server.Close()
 }
-
-// CertPool returns a pool holding the upstream's CA.
-func (s *Server) CertPool() *x509.CertPool { return s.ca.Pool() }
-
-// SetPassword sets (or adds) the account user with password pass; the next
-// AUTH checks against it.
-func (s *Server) SetPassword(user, pass string) { s.accounts.Store(user, pass) }
 
 // Behavior returns the current behaviour.
 func (s *Server) Behavior() Behavior { return *s.behavior.Load() }
 
 // SetBehavior replaces the behaviour; sessions see it from their next
 // command on.
-func (s *Server) SetBehavior(b Behavior) { s.behavior.Store(&b) }
+func (s *Server) SetBehavior(b Behavior) {
+	s.behavior.Store(&b)
+	s.SetRequireAuth(b.RequireAuth)
+}
 
 // UpdateBehavior changes the behaviour with f.
 func (s *Server) UpdateBehavior(f func(*Behavior)) {
@@ -316,74 +249,15 @@ func (s *Server) UpdateBehavior(f func(*Behavior)) {
 	s.SetBehavior(b)
 }
 
-// Close stops listening, closes every connection and ends every stall.
-func (s *Server) Close() error {
-	var err error
-	s.closeOne.Do(func() {
-		close(s.done)
-		err = s.ln.Close()
-		s.smtp.Close() //nolint:errcheck // closes our chanListener, already ending
-		s.wg.Wait()
-	})
-	return err
-}
-
-// acceptLoop accepts TCP connections, applies the greeting faults and the
-// implicit TLS wrapping, and hands the connections to go-smtp.
-func (s *Server) acceptLoop(out chan<- net.Conn) {
-	defer s.wg.Done()
-	for {
-		raw, err := s.ln.Accept()
-		if err != nil {
-			select {
-			case <-s.done:
-				return
-			default:
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			s.log.Debug("upstream accept failed", "err", err)
-			return
-		}
-		rc := s.rec.track(raw)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.admit(rc, out)
-		}()
-	}
-}
-
-// admit applies the greeting-time behaviour to one connection.
-func (s *Server) admit(rc *recConn, out chan<- net.Conn) {
-	b := s.Behavior()
-	var c net.Conn = rc
-	if s.cfg.TLS == Implicit {
-		c = tls.Server(rc, s.tlsConf)
-	} else if s.guards(&b) {
-		c = &guardConn{Conn: rc, rc: rc, s: s}
-	}
-	if b.StallAt == StallGreeting && s.rec.fire(&s.rec.stallPace, b.Stall) {
-		s.rec.update(rc.id, func(r *Session) { r.Stalled = true })
-		if !s.sleep(b.StallDuration) {
-			c.Close()
-			return
-		}
-	}
-	if g := b.Greeting; g != nil {
-		s.rec.update(rc.id, func(r *Session) { r.Greeting = g.Code })
-		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) //nolint:errcheck // best effort
-		fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", g.Code, g.EnhancedCode[0], g.EnhancedCode[1], g.EnhancedCode[2], g.Message)
-		c.Close()
-		return
-	}
-	select {
-	case out <- c:
-	case <-s.done:
+// DropSessions closes every open connection, as a relay does when it
+// restarts or revokes the sessions of an account whose password changed;
+// the listener stays up. It returns how many it closed.
+func (s *Server) DropSessions() int {
+	conns := s.Conns()
+	for _, c := range conns {
 		c.Close()
 	}
+	return len(conns)
 }
 
 // sleep waits d or until Close; it reports whether the server still runs.
@@ -393,47 +267,23 @@ func (s *Server) sleep(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-s.done:
+	case <-s.stop:
 		return false
 	}
 }
 
-// chanListener is the net.Listener go-smtp serves: it yields the
-// connections acceptLoop admitted.
-type chanListener struct {
-	conns <-chan net.Conn
-	done  <-chan struct{}
-	addr  net.Addr
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+// fire reports whether a fault with fraction f fires now. It spreads the
+// firings evenly and deterministically: with f = 0.2, every fifth call.
+func (s *Server) fire(acc *float64, f float64) bool {
+	if f <= 0 {
+		return false
 	}
-}
-
-func (l *chanListener) Close() error   { return nil }
-func (l *chanListener) Addr() net.Addr { return l.addr }
-
-// errorLog hands go-smtp's internal errors to slog at Debug level.
-type errorLog struct{ log *slog.Logger }
-
-func (e errorLog) Printf(format string, v ...any) {
-	e.log.Debug("upstream smtp server", "msg", fmt.Sprintf(format, v...))
-}
-
-func (e errorLog) Println(v ...any) {
-	e.log.Debug("upstream smtp server", "msg", fmt.Sprint(v...))
-}
-
-// WaitMessages waits until the upstream has accepted at least n messages
-// since the last Reset. It fails, saying how many arrived, when timeout
-// passes or the server is closed first.
-func (s *Server) WaitMessages(n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return s.rec.wait(ctx, int64(n), s.done)
+	s.paceMu.Lock()
+	defer s.paceMu.Unlock()
+	*acc += f
+	if *acc >= 1-1e-9 {
+		*acc--
+		return true
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package upstream
+package relayhost
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Attempt is one transaction whose data the upstream read to the end,
+// Attempt is one transaction whose data the relay host read to the end,
 // whatever became of it: accepted, answered 451, dropped, stalled, or
 // refused by a rule. A client's retries of one message show as several
 // Attempts with its Message-ID, which is how tests check the client's
@@ -23,8 +23,8 @@ type Attempt struct {
 	// or 421 when the connection was dropped or a stall ended at Close
 	// (no reply reached the client then).
 	Code    int
-	Dropped bool // DropAfterData closed the connection
-	Stalled bool // the reply waited StallDuration first
+	Dropped bool // a fault closed the connection after the data
+	Stalled bool // a fault stalled the reply first
 }
 
 // attemptLog keeps the Attempts; its zero value is ready.
@@ -53,7 +53,7 @@ func (l *attemptLog) reset() {
 	l.mu.Unlock()
 }
 
-// Attempts returns the transactions whose data the upstream read since the
+// Attempts returns the transactions whose data the relay host read since the
 // last Reset, in the order they were read.
 func (s *Server) Attempts() []Attempt {
 	l := &s.rec.attempts

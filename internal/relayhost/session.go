@@ -1,11 +1,9 @@
-package upstream
+package relayhost
 
 import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"encoding/base64"
-	"fmt"
 	"io"
 	"net/textproto"
 	"strings"
@@ -40,7 +38,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s    *Server
 	conn *smtp.Conn
-	rc   *recConn
+	rc   *Conn
 	id   int
 	tls  bool
 
@@ -57,18 +55,22 @@ var (
 
 func (ss *session) authAllowed() bool { return ss.tls || ss.s.cfg.AllowInsecureAuth }
 
+// authWithdrawn reports whether the faults withdraw AUTH.
+func (ss *session) authWithdrawn() bool {
+	return ss.s.faults != nil && ss.s.faults.AuthWithdrawn()
+}
+
 func (ss *session) AuthMechanisms() []string {
-	if ss.s.Behavior().NoAuth || !ss.authAllowed() {
+	if ss.authWithdrawn() || !ss.authAllowed() {
 		return nil
 	}
 	return []string{sasl.Plain, sasl.Login}
 }
 
 func (ss *session) Auth(mech string) (sasl.Server, error) {
-	b := ss.s.Behavior()
 	a := &authRecorder{ss: ss, attempt: AuthAttempt{Mechanism: mech, TLS: ss.tls}}
 	switch {
-	case b.NoAuth:
+	case ss.authWithdrawn():
 		return nil, a.finish(smtp.ErrAuthUnsupported)
 	case !ss.authAllowed():
 		return nil, a.finish(ErrEncryptionRequired)
@@ -93,11 +95,13 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	return a, nil
 }
 
-// check verifies a username and password, unless the behaviour forces
-// the AUTH reply.
+// check verifies a username and password, unless the faults force the
+// AUTH reply.
 func (ss *session) check(username, password string) error {
-	if r := ss.s.Behavior().AuthReply; r != nil {
-		return r
+	if f := ss.s.faults; f != nil {
+		if r := f.AuthReply(); r != nil {
+			return r
+		}
 	}
 	want, ok := ss.s.accounts.Load(username)
 	if !ok || want.(string) != password {
@@ -113,13 +117,13 @@ type authRecorder struct {
 	inner   sasl.Server
 	attempt AuthAttempt
 	done    bool
-	// responses are what the client sent, kept only for Behavior.EchoAuth
-	// and never recorded.
+	// responses are what the client sent, kept only when the faults ask
+	// for them (Faults.KeepAuthResponses) and never recorded.
 	responses [][]byte
 }
 
 func (a *authRecorder) Next(response []byte) ([]byte, bool, error) {
-	if response != nil && a.ss.s.Behavior().EchoAuth {
+	if f := a.ss.s.faults; response != nil && f != nil && f.KeepAuthResponses() {
 		a.responses = append(a.responses, bytes.Clone(response))
 	}
 	challenge, done, err := a.inner.Next(response)
@@ -135,8 +139,10 @@ func (a *authRecorder) finish(err error) error {
 		return err
 	}
 	a.done = true
-	if se, ok := err.(*smtp.SMTPError); ok && a.ss.s.Behavior().EchoAuth {
-		err = a.echo(se)
+	drop := false
+	if f := a.ss.s.faults; err != nil && f != nil {
+		drop, err = f.AuthFailed(a.attempt.Mechanism, a.responses, err)
+		drop = drop && a.ss.rc != nil
 	}
 	a.attempt.OK = err == nil
 	switch e := err.(type) {
@@ -148,7 +154,6 @@ func (a *authRecorder) finish(err error) error {
 		a.attempt.Code = 454 // go-smtp's answer to a non-SMTP error
 	}
 	at := a.attempt
-	drop := err != nil && a.ss.s.Behavior().DropOnAuthFailure && a.ss.rc != nil
 	a.ss.s.rec.update(a.ss.id, func(r *Session) {
 		r.Auths = append(r.Auths, at)
 		r.Dropped = r.Dropped || drop
@@ -159,56 +164,22 @@ func (a *authRecorder) finish(err error) error {
 	return err
 }
 
-// echo returns se with the client's SASL responses appended to its text,
-// base64 as sent and decoded (NULs and line breaks as spaces).
-func (a *authRecorder) echo(se *smtp.SMTPError) *smtp.SMTPError {
-	var enc, dec []string
-	for _, r := range a.responses {
-		enc = append(enc, base64.StdEncoding.EncodeToString(r))
-		dec = append(dec, strings.Map(func(r rune) rune {
-			if r == 0 || r == '\r' || r == '\n' {
-				return ' '
-			}
-			return r
-		}, string(r)))
+// reply returns the faults' reply to cmd for one of addrs, or nil.
+func (ss *session) reply(cmd string, addrs ...string) *smtp.SMTPError {
+	if ss.s.faults == nil {
+		return nil
 	}
-	msg := fmt.Sprintf("%s for AUTH %s %s (decoded: %s)", se.Message, a.attempt.Mechanism, strings.Join(enc, " "), strings.Join(dec, " "))
-	return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: msg}
-}
-
-// rule returns the reply of the first rule for cmd whose Contains matches
-// one of addrs, or nil. A Drop rule closes the connection instead.
-func (ss *session) rule(b *Behavior, cmd string, addrs ...string) *smtp.SMTPError {
-	for _, r := range b.Rules {
-		if !strings.EqualFold(r.Command, cmd) {
-			continue
-		}
-		for _, a := range addrs {
-			if !strings.Contains(a, r.Contains) {
-				continue
-			}
-			if r.Drop {
-				ss.s.rec.update(ss.id, func(s *Session) { s.Dropped = true })
-				if ss.rc != nil {
-					ss.rc.Close()
-				}
-				return ErrServiceNotAvailable // never reaches the client
-			}
-			return r.Reply
-		}
-	}
-	return nil
+	return ss.s.faults.Reply(ss.rc, cmd, addrs...)
 }
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
-	b := ss.s.Behavior()
 	mc := MailCommand{From: from, Authenticated: ss.user != "", Username: ss.user, TLS: ss.tls, Code: 250}
 	var err *smtp.SMTPError
 	switch {
-	case b.RequireAuth && ss.user == "":
+	case ss.s.requireAuth.Load() && ss.user == "":
 		err = ErrAuthRequired
 	default:
-		err = ss.rule(&b, "MAIL", from)
+		err = ss.reply("MAIL", from)
 	}
 	if err != nil {
 		mc.Code = err.Code
@@ -222,8 +193,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	b := ss.s.Behavior()
-	if err := ss.rule(&b, "RCPT", to); err != nil {
+	if err := ss.reply("RCPT", to); err != nil {
 		return err
 	}
 	ss.to = append(ss.to, to)
@@ -232,7 +202,6 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 func (ss *session) Data(r io.Reader) (reply error) {
 	ss.inData = true
-	b := ss.s.Behavior()
 	m := Message{Session: ss.id, From: ss.from, To: ss.to, Username: ss.user, TLS: ss.tls}
 	cr := &countReader{r: r}
 	var err error
@@ -256,26 +225,10 @@ func (ss *session) Data(r io.Reader) (reply error) {
 		defer func() { ss.s.rec.attempts.add(at, reply) }()
 	}
 
-	if (b.StallAt == "" || b.StallAt == StallData) && ss.s.rec.fire(&ss.s.rec.stallPace, b.Stall) {
-		at.Stalled = true
-		ss.s.rec.update(ss.id, func(r *Session) { r.Stalled = true })
-		if !ss.s.sleep(b.StallDuration) {
-			return ErrServiceNotAvailable
+	if f := ss.s.faults; f != nil {
+		if err := f.Data(ss.rc, &at, ss.to); err != nil {
+			return err
 		}
-	}
-	if ss.s.rec.fire(&ss.s.rec.dropPace, b.DropAfterData) {
-		at.Dropped = true
-		ss.s.rec.update(ss.id, func(r *Session) { r.Dropped = true })
-		if ss.rc != nil {
-			ss.rc.Close()
-		}
-		return ErrServiceNotAvailable // never reaches the client
-	}
-	if ss.s.rec.fire(&ss.s.rec.failPace, b.TempFailAfterData) {
-		return ErrTempFail
-	}
-	if err := ss.rule(&b, "DATA", ss.to...); err != nil {
-		return err
 	}
 	m.Time = time.Now()
 	ss.s.rec.addMessage(m)

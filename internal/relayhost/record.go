@@ -1,4 +1,4 @@
-package upstream
+package relayhost
 
 import (
 	"context"
@@ -10,20 +10,20 @@ import (
 	"time"
 )
 
-// Session is what the upstream saw on one TCP connection.
+// Session is what the relay host saw on one TCP connection.
 type Session struct {
 	ID     int
 	Remote string
 	Start  time.Time
 	End    time.Time // zero while the connection is open
-	// Greeting is the code of a scripted greeting (Behavior.Greeting), 0
-	// for the normal 220.
+	// Greeting is the code of a greeting the Faults scripted, 0 for the
+	// normal 220.
 	Greeting int
 	// Helo is the last EHLO/HELO name.
 	Helo string
-	// Helos counts EHLO and HELO commands, answered or refused. It is
-	// known only where the stream is read in the clear (TLS = NoTLS);
-	// elsewhere it stays 0.
+	// Helos counts EHLO and HELO commands, answered or refused. Only
+	// Faults that read the stream in the clear count them; elsewhere it
+	// stays 0.
 	Helos int
 	// TLS is true once the connection runs TLS (STARTTLS or implicit).
 	TLS bool
@@ -36,7 +36,7 @@ type Session struct {
 	Resets int
 	// Messages counts messages accepted on this connection.
 	Messages int
-	// Stalled and Dropped report injected faults on this connection.
+	// Stalled and Dropped report faults injected on this connection.
 	Stalled, Dropped bool
 }
 
@@ -110,21 +110,17 @@ func (m Message) clone() Message {
 type recorder struct {
 	discardBodies, countOnly bool
 
-	count     atomic.Int64
-	open      atomic.Int64
-	maxOpen   atomic.Int64
-	nextID    atomic.Int64
-	mu        sync.Mutex
-	sessions  map[int]*Session
-	order     []int
-	messages  []Message
-	waiters   []waiter
-	paceMu    sync.Mutex
-	stallPace float64
-	failPace  float64
-	dropPace  float64
-	attempts  attemptLog // attempts.go
-	held      heldSet    // held.go
+	count    atomic.Int64
+	open     atomic.Int64
+	maxOpen  atomic.Int64
+	nextID   atomic.Int64
+	mu       sync.Mutex
+	sessions map[int]*Session
+	order    []int
+	messages []Message
+	waiters  []waiter
+	attempts attemptLog // attempts.go
+	held     heldSet    // held.go
 }
 
 type waiter struct {
@@ -137,31 +133,16 @@ func (r *recorder) init(discardBodies, countOnly bool) {
 	r.sessions = map[int]*Session{}
 }
 
-// fire reports whether a fault with fraction f fires now. It spreads the
-// firings evenly and deterministically: with f = 0.2, every fifth call.
-func (r *recorder) fire(acc *float64, f float64) bool {
-	if f <= 0 {
-		return false
-	}
-	r.paceMu.Lock()
-	defer r.paceMu.Unlock()
-	*acc += f
-	if *acc >= 1-1e-9 {
-		*acc--
-		return true
-	}
-	return false
-}
-
-// recConn is an accepted connection that records its life.
-type recConn struct {
+// Conn is an accepted connection, as the relay host and its Faults see
+// it: it records its life in the connection's Session.
+type Conn struct {
 	net.Conn
 	id   int
 	rec  *recorder
 	once sync.Once
 }
 
-func (r *recorder) track(c net.Conn) *recConn {
+func (r *recorder) track(c net.Conn) *Conn {
 	id := int(r.nextID.Add(1))
 	n := r.open.Add(1)
 	for {
@@ -174,18 +155,46 @@ func (r *recorder) track(c net.Conn) *recConn {
 	r.sessions[id] = &Session{ID: id, Remote: c.RemoteAddr().String(), Start: time.Now()}
 	r.order = append(r.order, id)
 	r.mu.Unlock()
-	rc := &recConn{Conn: c, id: id, rec: r}
+	rc := &Conn{Conn: c, id: id, rec: r}
 	r.held.add(rc)
 	return rc
 }
 
-func (c *recConn) Close() error {
+// Close closes the connection and records its end.
+func (c *Conn) Close() error {
 	c.once.Do(func() {
 		c.rec.open.Add(-1)
 		c.rec.held.remove(c)
 		c.rec.update(c.id, func(s *Session) { s.End = time.Now() })
 	})
 	return c.Conn.Close()
+}
+
+// ID is the connection's Session.ID.
+func (c *Conn) ID() int { return c.id }
+
+// Record changes the connection's Session record with f (not at all if a
+// Reset forgot it, or c is nil).
+func (c *Conn) Record(f func(*Session)) {
+	if c != nil {
+		c.rec.update(c.id, f)
+	}
+}
+
+// recConnOf returns the Conn under c, through TLS and whatever else
+// wraps it and says what it wraps (a NetConn method); nil if there is
+// none.
+func recConnOf(c net.Conn) *Conn {
+	for {
+		switch v := c.(type) {
+		case *Conn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // update changes the record of session id, if it was not Reset away.

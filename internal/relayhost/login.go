@@ -1,4 +1,4 @@
-package upstream
+package relayhost
 
 import "github.com/emersion/go-sasl"
 
