@@ -16,7 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
 // The two targets that are not about throughput: memory with many idle
@@ -85,7 +85,7 @@ func restart(ctx context.Context, e *env, n int) (firstAccept, loaded time.Durat
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	setup, err := interop.WriteSetup(dir, interop.Options{
+	setup, err := rig.WriteSetup(dir, rig.Options{
 		Relay: e.up.Addr(), User: e.user, Password: e.pass, CAPEM: e.up.CAPEM(), MaxConnections: 20,
 	})
 	if err != nil {
@@ -119,7 +119,7 @@ func restart(ctx context.Context, e *env, n int) (firstAccept, loaded time.Durat
 	}
 
 	start := time.Now()
-	p, err := interop.StartProcess(e.bin, setup.Config, io.Discard)
+	p, err := rig.StartProcess(e.bin, setup.Config, io.Discard)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -62,7 +62,7 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/internal/relayhost"
-	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/rig"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 )
 
@@ -221,7 +221,7 @@ func benchmark(ctx context.Context, opt options, stdout, stderr io.Writer) (err 
 	}()
 	if opt.bin == "" && slices.Contains(opt.contenders, Sealrelay) {
 		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if opt.bin, err = interop.BuildBinary(base); err != nil {
+		if opt.bin, err = rig.BuildBinary(base); err != nil {
 			return err
 		}
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/internal/relayhost"
-	"github.com/sealrelay/sealrelay/internal/testing/interop"
+	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
 // The sessions benchmark (`go run ./bench sessions`, `make bench-sessions`):
@@ -99,7 +99,7 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	}()
 	if o.bin == "" {
 		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if o.bin, err = interop.BuildBinary(base); err != nil {
+		if o.bin, err = rig.BuildBinary(base); err != nil {
 			return err
 		}
 	}
@@ -119,7 +119,7 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	// and max_sessions_per_client to 20, and every session comes from
 	// 127.0.0.1.
 	limit := o.sessions + 10
-	setup, err := interop.WriteSetup(base, interop.Options{
+	setup, err := rig.WriteSetup(base, rig.Options{
 		Relay: up.Addr(), User: user, Password: pass, CAPEM: up.CAPEM(), MaxConnections: 20,
 		ListenExtra: fmt.Sprintf("max_sessions = %d\nmax_sessions_per_client = %d\n", limit, limit),
 	})
@@ -130,7 +130,7 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	if o.verbose {
 		logw = stderr
 	}
-	p, err := interop.StartProcess(o.bin, setup.Config, logw)
+	p, err := rig.StartProcess(o.bin, setup.Config, logw)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/internal/rig"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
@@ -131,16 +131,16 @@ func TestPostfixClientRelaysIntoSealrelay(t *testing.T) {
 	dir := t.TempDir()
 	up := testlib.StartUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
 		Behavior: upstream.Behavior{RequireAuth: true}})
-	setup, err := WriteSetup(dir, Options{Relay: up.Addr(), User: upUser, Password: upPass, CAPEM: up.CAPEM(), Extra: quickQueue})
+	setup, err := rig.WriteSetup(dir, rig.Options{Relay: up.Addr(), User: upUser, Password: upPass, CAPEM: up.CAPEM(), Extra: quickQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err := BuildBinary(t.TempDir())
+	bin, err := rig.BuildBinary(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	agentLog := &syncBuffer{}
-	sr, err := StartProcess(bin, setup.Config, agentLog)
+	sr, err := rig.StartProcess(bin, setup.Config, agentLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	// offset before the message.
 	run := func(t *testing.T, policy, password string) (*inProcess, string, int) {
 		t.Helper()
-		setup, err := WriteSetup(t.TempDir(), Options{Relay: pf.Addr(), Auth: policy, User: relayUser, Password: password,
+		setup, err := rig.WriteSetup(t.TempDir(), rig.Options{Relay: pf.Addr(), Auth: policy, User: relayUser, Password: password,
 			CAPEM: ca.PEM(), Extra: quickQueue})
 		if err != nil {
 			t.Fatal(err)
@@ -401,44 +401,3 @@ func postfixQueueID(t *testing.T, pf *postfixtest.Instance, msgID string) string
 
 // syncBuffer is a log sink the test reads while the code writes to it.
 type syncBuffer = testlib.LogBuf
-
-// TestWriteSetupErrors: a setup without its required parts is refused,
-// naming them.
-func TestWriteSetupErrors(t *testing.T) {
-	_, err := WriteSetup(t.TempDir(), Options{Relay: "127.0.0.1:25", User: "u", Password: "p"})
-	if err == nil || !strings.Contains(err.Error(), "Relay, User, Password and CAPEM are required") {
-		t.Fatalf("WriteSetup without CAPEM: %v", err)
-	}
-	_, err = WriteSetup(t.TempDir()+"/missing", Options{Relay: "127.0.0.1:25", User: "u", Password: "p", CAPEM: []byte("x")})
-	if err == nil || !strings.Contains(err.Error(), "missing") {
-		t.Fatalf("WriteSetup into a missing directory: %v", err)
-	}
-}
-
-// TestSetupSealsThePassword: the password is only in the sealed file.
-func TestSetupSealsThePassword(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := WriteSetup(dir, Options{Relay: "127.0.0.1:25", User: "u", Password: relayPass, CAPEM: []byte("x")}); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if b, err := os.ReadFile(dir + "/" + e.Name()); err == nil && bytes.Contains(b, []byte(relayPass)) {
-			t.Errorf("%s holds the password in the clear", e.Name())
-		}
-	}
-	id, err := keys.Load(dir + "/identity.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := agefile.NewSource(dir+"/credentials.age", id).Fetch(context.Background(), []string{CredentialName})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := creds[CredentialName]; c.Username != "u" || c.Password() != relayPass {
-		t.Fatalf("the sealed entry %s opens to user %q and another password", CredentialName, c.Username)
-	}
-}

@@ -1,12 +1,9 @@
-// Package interop holds sealrelay's tests against real MTAs (Postfix from
-// Debian: as a client that relays into sealrelay, and as a relay host that
-// demands SASL AUTH over STARTTLS), and the small library those tests share
-// with the benchmark (bench/): a sealrelay setup on disk (server key,
-// recipient list, age-sealed credential file, config) and the built
-// sealrelay binary run as a child process.
+// Package rig is sealrelay on disk, for the tests and the benchmark: a
+// setup (server key, recipient list, age-sealed credential file, config)
+// and the built sealrelay binary run as a child process.
 //
-// The non-test part does not import "testing".
-package interop
+// The package does not import "testing".
+package rig
 
 import (
 	"bufio"
@@ -69,7 +66,7 @@ type Setup struct {
 // sealrelay.toml with the spool under dir/data.
 func WriteSetup(dir string, o Options) (*Setup, error) {
 	if o.Relay == "" || o.User == "" || o.Password == "" || len(o.CAPEM) == 0 {
-		return nil, errors.New("interop: Options.Relay, User, Password and CAPEM are required")
+		return nil, errors.New("rig: Options.Relay, User, Password and CAPEM are required")
 	}
 	if o.Auth == "" {
 		o.Auth = "required"
@@ -84,23 +81,23 @@ func WriteSetup(dir string, o Options) (*Setup, error) {
 	identity := filepath.Join(dir, "identity.txt")
 	pub, err := keys.WriteNew(identity, false)
 	if err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	recipients := filepath.Join(dir, "recipients.txt")
-	if err := os.WriteFile(recipients, []byte("# interop server\n"+pub+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+	if err := os.WriteFile(recipients, []byte("# rig server\n"+pub+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	rl, err := keys.LoadRecipients(recipients)
 	if err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	creds := filepath.Join(dir, "credentials.age")
 	if err := agefile.Write(creds, []secrets.Credential{secrets.NewCredential(CredentialName, o.User, o.Password, "")}, rl); err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	caFile := filepath.Join(dir, "relay-ca.pem")
 	if err := os.WriteFile(caFile, o.CAPEM, 0o644); err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	maxConns := ""
 	if o.MaxConnections > 0 {
@@ -128,7 +125,7 @@ file = %q
 %s`, filepath.Join(dir, "data"), o.Listen, o.ListenExtra, o.Relay, o.Auth, CredentialName, caFile, o.ServerName, maxConns,
 		identity, creds, o.Extra)
 	if err := os.WriteFile(s.Config, []byte(cfg), 0o644); err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	return s, nil
 }
@@ -146,7 +143,7 @@ func BuildBinary(dir string) (string, error) {
 	bin := filepath.Join(dir, "sealrelay")
 	cmd := exec.Command(goCmd, "build", "-o", bin, "github.com/sealrelay/sealrelay/cmd/sealrelay")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("interop: building sealrelay: %v\n%s", err, out)
+		return "", fmt.Errorf("rig: building sealrelay: %v\n%s", err, out)
 	}
 	return bin, nil
 }
@@ -175,10 +172,10 @@ func StartProcess(bin, config string, logw io.Writer) (*Process, error) {
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
-		return nil, fmt.Errorf("interop: %w", err)
+		return nil, fmt.Errorf("rig: %w", err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("interop: start %s: %w", bin, err)
+		return nil, fmt.Errorf("rig: start %s: %w", bin, err)
 	}
 	addrc := make(chan string, 1)
 	go func() {
@@ -210,10 +207,10 @@ func StartProcess(bin, config string, logw io.Writer) (*Process, error) {
 	case p.addr = <-addrc:
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("interop: sealrelay exited before listening: %v\n%s", p.cmd.ProcessState, p.Logs())
+		return nil, fmt.Errorf("rig: sealrelay exited before listening: %v\n%s", p.cmd.ProcessState, p.Logs())
 	case <-time.After(30 * time.Second):
 		p.Kill()
-		return nil, fmt.Errorf("interop: sealrelay not listening after 30s\n%s", p.Logs())
+		return nil, fmt.Errorf("rig: sealrelay not listening after 30s\n%s", p.Logs())
 	}
 }
 
@@ -240,7 +237,7 @@ func (p *Process) Stop(ctx context.Context) error {
 		p.Kill()
 	}
 	if st := p.cmd.ProcessState; st != nil && !st.Success() {
-		return fmt.Errorf("interop: sealrelay exited with %v", st)
+		return fmt.Errorf("rig: sealrelay exited with %v", st)
 	}
 	return nil
 }
