@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/rig"
 )
@@ -124,15 +122,7 @@ func restart(ctx context.Context, e *env, n int) (firstAccept, loaded time.Durat
 		return 0, 0, err
 	}
 	defer p.Kill()
-	c, err := smtp.Dial(p.Addr())
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	if err := c.Hello("restart.bench.test"); err != nil {
-		return 0, 0, err
-	}
-	if err := c.SendMail("loadgen@bench.test", []string{"sink@example.net"}, bytes.NewReader(append([]byte("Subject: new\r\n\r\n"), body...))); err != nil {
+	if err := rig.Send(p.Addr(), "restart.bench.test", "loadgen@bench.test", []string{"sink@example.net"}, "Subject: new\r\n\r\n"+string(body)); err != nil {
 		return 0, 0, err
 	}
 	firstAccept = time.Since(start)

@@ -219,21 +219,14 @@ func benchmark(ctx context.Context, opt options, stdout, stderr io.Writer) (err 
 			os.RemoveAll(base)
 		}
 	}()
-	if opt.bin == "" && slices.Contains(opt.contenders, Sealrelay) {
-		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if opt.bin, err = rig.BuildBinary(base); err != nil {
+	if slices.Contains(opt.contenders, Sealrelay) {
+		if opt.bin, err = buildIfNeeded(opt.bin, base, stderr); err != nil {
 			return err
 		}
 	}
 
-	e := &env{user: "bench@upstream.test", pass: randomPassword(), baseDir: base, keep: opt.keep, bin: opt.bin, log: log, logw: srLog}
-	e.up, err = relayhost.Start(relayhost.Config{
-		Hostname:    "upstream.bench.test",
-		CountOnly:   true,
-		Accounts:    map[string]string{e.user: e.pass},
-		RequireAuth: true,
-	})
-	if err != nil {
+	e := &env{user: benchUser, pass: randomPassword(), baseDir: base, keep: opt.keep, bin: opt.bin, log: log, logw: srLog}
+	if e.up, err = startRelayHost(e.pass); err != nil {
 		return err
 	}
 	defer e.up.Close()
@@ -397,6 +390,30 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// benchUser is the relay host's account; its password is new each run.
+const benchUser = "bench@upstream.test"
+
+// startRelayHost starts the relay host every benchmark delivers to:
+// STARTTLS and AUTH PLAIN required, counting messages and keeping no
+// record of them.
+func startRelayHost(pass string) (*relayhost.Server, error) {
+	return relayhost.Start(relayhost.Config{
+		Hostname:    "upstream.bench.test",
+		CountOnly:   true,
+		Accounts:    map[string]string{benchUser: pass},
+		RequireAuth: true,
+	})
+}
+
+// buildIfNeeded returns bin, or, if it is empty, sealrelay built into dir.
+func buildIfNeeded(bin, dir string, stderr io.Writer) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	fmt.Fprintln(stderr, "bench: building sealrelay")
+	return rig.BuildBinary(dir)
 }
 
 // randomPassword is the upstream account's password for this run; it is

@@ -19,7 +19,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sealrelay/sealrelay/internal/relayhost"
 	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
@@ -97,19 +96,11 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 			os.RemoveAll(base)
 		}
 	}()
-	if o.bin == "" {
-		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if o.bin, err = rig.BuildBinary(base); err != nil {
-			return err
-		}
+	if o.bin, err = buildIfNeeded(o.bin, base, stderr); err != nil {
+		return err
 	}
-	user, pass := "bench@upstream.test", randomPassword()
-	up, err := relayhost.Start(relayhost.Config{
-		Hostname:    "upstream.bench.test",
-		CountOnly:   true,
-		Accounts:    map[string]string{user: pass},
-		RequireAuth: true,
-	})
+	pass := randomPassword()
+	up, err := startRelayHost(pass)
 	if err != nil {
 		return err
 	}
@@ -120,7 +111,7 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	// 127.0.0.1.
 	limit := o.sessions + 10
 	setup, err := rig.WriteSetup(base, rig.Options{
-		Relay: up.Addr(), User: user, Password: pass, CAPEM: up.CAPEM(), MaxConnections: 20,
+		Relay: up.Addr(), User: benchUser, Password: pass, CAPEM: up.CAPEM(), MaxConnections: 20,
 		ListenExtra: fmt.Sprintf("max_sessions = %d\nmax_sessions_per_client = %d\n", limit, limit),
 	})
 	if err != nil {

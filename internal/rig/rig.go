@@ -1,31 +1,194 @@
-// Package rig is sealrelay on disk, for the tests and the benchmark: a
-// setup (server key, recipient list, age-sealed credential file, config)
-// and the built sealrelay binary run as a child process.
+// Package rig is sealrelay on disk, as the tests, the benchmark and
+// `sealrelay demo` set it up: a server key and a credential sealed to it
+// (Seal), a config file (WriteConfig, or both at once with WriteSetup),
+// the agent run in this process (StartAgent) or the built binary run as a
+// child process until it listens (BuildBinary, StartProcess), and one
+// message sent as an application sends it (Send).
 //
-// The package does not import "testing".
+// The demo is part of the release binary, so this package is product
+// code: it imports neither "testing" nor any fault injection, and errors
+// are returned, not reported to a test. The testing.TB helpers are in
+// internal/testing/testlib.
 package rig
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sync"
-	"syscall"
-	"time"
+	"strings"
 
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
 )
 
-// CredentialName is the entry of the sealed credential file that the
-// written config's relay uses.
+// The files Seal writes, in the directory it is given.
+const (
+	IdentityFile    = "identity.txt"
+	RecipientsFile  = "recipients.txt"
+	CredentialsFile = "credentials.age"
+)
+
+// Files are a server key and a credential file sealed to it.
+type Files struct {
+	Identity    string // the server's age identity, mode 0600
+	Recipients  string // the recipient list: the identity's public key
+	Credentials string // the sealed credential file
+	PublicKey   string // the identity's public key
+}
+
+// Seal writes in dir a new server key (IdentityFile, 0600), a recipient
+// list holding its public key after the comment line (RecipientsFile), and
+// creds sealed to that list (CredentialsFile). No password is in any other
+// file.
+func Seal(dir, comment string, creds ...secrets.Credential) (*Files, error) {
+	f := &Files{
+		Identity:    filepath.Join(dir, IdentityFile),
+		Recipients:  filepath.Join(dir, RecipientsFile),
+		Credentials: filepath.Join(dir, CredentialsFile),
+	}
+	// The errors name the file already.
+	var err error
+	if f.PublicKey, err = keys.WriteNew(f.Identity, false); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(f.Recipients, []byte("# "+comment+"\n"+f.PublicKey+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	rl, err := keys.LoadRecipients(f.Recipients)
+	if err != nil {
+		return nil, err
+	}
+	if err := agefile.Write(f.Credentials, creds, rl); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// QuickQueue are [queue] keys that retry fast enough for a test.
+const QuickQueue = "min_backoff = \"200ms\"\nmax_backoff = \"1s\"\ndrain_timeout = \"5s\"\n"
+
+// Config is a sealrelay.toml with one relay. Relative paths are taken from
+// the config file's directory, as sealrelay takes them. A key whose field
+// is empty is not written, except where a default is named.
+type Config struct {
+	// Comment is a comment line at the top.
+	Comment string
+	// Hostname is the agent's name; default "sealrelay.test".
+	Hostname string
+	// DataDir is data_dir; default "data".
+	DataDir string
+	// Listen is the listener's address; default "127.0.0.1:0".
+	Listen string
+	// ListenExtra are more [listen] keys, one per line.
+	ListenExtra string
+	// Relay is the one [[relay]].
+	Relay Relay
+	// Source is [credentials] source.
+	Source string
+	// Identity and File are [credentials] identity and file; default
+	// IdentityFile and CredentialsFile.
+	Identity, File string
+	// Queue are the [queue] keys, one per line; no [queue] table if empty.
+	Queue string
+	// Extra is appended verbatim (more tables).
+	Extra string
+}
+
+// Relay is a config's [[relay]].
+type Relay struct {
+	// Name is its name; default "upstream".
+	Name string
+	// Address is the relay host's host:port.
+	Address string
+	// TLS and Auth are its tls and auth; default "starttls" and
+	// "required".
+	TLS, Auth string
+	// Credential names the credential it uses.
+	Credential string
+	// CAFile is its ca_file.
+	CAFile string
+	// ServerName is its server_name; default "localhost".
+	ServerName string
+	// AllowPlaintextAuth is written only when true.
+	AllowPlaintextAuth bool
+	// MaxConnections is written only when above 0.
+	MaxConnections int
+	// Extra are more keys, one per line.
+	Extra string
+}
+
+// TOML returns the config file's text.
+func (c Config) TOML() string {
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&c.Hostname, "sealrelay.test")
+	def(&c.DataDir, "data")
+	def(&c.Listen, "127.0.0.1:0")
+	def(&c.Identity, IdentityFile)
+	def(&c.File, CredentialsFile)
+	r := c.Relay
+	def(&r.Name, "upstream")
+	def(&r.TLS, "starttls")
+	def(&r.Auth, "required")
+	def(&r.ServerName, "localhost")
+
+	var b strings.Builder
+	key := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, "%s = %q\n", k, v)
+		}
+	}
+	if c.Comment != "" {
+		fmt.Fprintf(&b, "# %s\n", c.Comment)
+	}
+	key("hostname", c.Hostname)
+	key("data_dir", c.DataDir)
+	b.WriteString("\n[listen]\n")
+	key("address", c.Listen)
+	b.WriteString(c.ListenExtra)
+	b.WriteString("\n[[relay]]\n")
+	key("name", r.Name)
+	key("address", r.Address)
+	key("tls", r.TLS)
+	key("auth", r.Auth)
+	key("credential", r.Credential)
+	key("ca_file", r.CAFile)
+	key("server_name", r.ServerName)
+	if r.AllowPlaintextAuth {
+		b.WriteString("allow_plaintext_auth = true\n")
+	}
+	if r.MaxConnections > 0 {
+		fmt.Fprintf(&b, "max_connections = %d\n", r.MaxConnections)
+	}
+	b.WriteString(r.Extra)
+	b.WriteString("\n[credentials]\n")
+	key("source", c.Source)
+	key("identity", c.Identity)
+	key("file", c.File)
+	if c.Queue != "" {
+		b.WriteString("\n[queue]\n")
+		b.WriteString(c.Queue)
+	}
+	b.WriteString(c.Extra)
+	return b.String()
+}
+
+// WriteConfig writes c to dir/sealrelay.toml and returns its path.
+func WriteConfig(dir string, c Config) (string, error) {
+	path := filepath.Join(dir, "sealrelay.toml")
+	if err := os.WriteFile(path, []byte(c.TOML()), 0o644); err != nil {
+		return "", fmt.Errorf("rig: %w", err)
+	}
+	return path, nil
+}
+
+// CredentialName is the entry of the sealed credential file that
+// WriteSetup's relay uses.
 const CredentialName = "upstream"
 
 // Options describe a sealrelay setup relaying to one relay host.
@@ -50,6 +213,8 @@ type Options struct {
 	// ListenExtra is added to the [listen] table verbatim (more keys, one
 	// per line).
 	ListenExtra string
+	// Queue are [queue] keys (QuickQueue, say).
+	Queue string
 	// Extra is appended to sealrelay.toml verbatim (more tables).
 	Extra string
 }
@@ -60,190 +225,35 @@ type Setup struct {
 	Config string // Dir/sealrelay.toml
 }
 
-// WriteSetup writes, in dir: identity.txt (a new server key, 0600),
-// recipients.txt (its public key), credentials.age (User and Password
-// sealed to that list; the password is in no other file), relay-ca.pem and
-// sealrelay.toml with the spool under dir/data.
+// WriteSetup writes, in dir: the files of Seal (User and Password sealed
+// as CredentialName), relay-ca.pem and sealrelay.toml with the spool under
+// dir/data, every path in it absolute.
 func WriteSetup(dir string, o Options) (*Setup, error) {
 	if o.Relay == "" || o.User == "" || o.Password == "" || len(o.CAPEM) == 0 {
 		return nil, errors.New("rig: Options.Relay, User, Password and CAPEM are required")
 	}
-	if o.Auth == "" {
-		o.Auth = "required"
-	}
-	if o.ServerName == "" {
-		o.ServerName = "localhost"
-	}
-	if o.Listen == "" {
-		o.Listen = "127.0.0.1:0"
-	}
-	s := &Setup{Dir: dir, Config: filepath.Join(dir, "sealrelay.toml")}
-	identity := filepath.Join(dir, "identity.txt")
-	pub, err := keys.WriteNew(identity, false)
+	f, err := Seal(dir, "rig server", secrets.NewCredential(CredentialName, o.User, o.Password, ""))
 	if err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
-	}
-	recipients := filepath.Join(dir, "recipients.txt")
-	if err := os.WriteFile(recipients, []byte("# rig server\n"+pub+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
-	}
-	rl, err := keys.LoadRecipients(recipients)
-	if err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
-	}
-	creds := filepath.Join(dir, "credentials.age")
-	if err := agefile.Write(creds, []secrets.Credential{secrets.NewCredential(CredentialName, o.User, o.Password, "")}, rl); err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
+		return nil, err
 	}
 	caFile := filepath.Join(dir, "relay-ca.pem")
 	if err := os.WriteFile(caFile, o.CAPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("rig: %w", err)
 	}
-	maxConns := ""
-	if o.MaxConnections > 0 {
-		maxConns = fmt.Sprintf("max_connections = %d\n", o.MaxConnections)
-	}
-	cfg := fmt.Sprintf(`hostname = "sealrelay.test"
-data_dir = %q
-
-[listen]
-address = %q
-%s
-[[relay]]
-name = "upstream"
-address = %q
-tls = "starttls"
-auth = %q
-credential = %q
-ca_file = %q
-server_name = %q
-%s
-[credentials]
-source = "age"
-identity = %q
-file = %q
-%s`, filepath.Join(dir, "data"), o.Listen, o.ListenExtra, o.Relay, o.Auth, CredentialName, caFile, o.ServerName, maxConns,
-		identity, creds, o.Extra)
-	if err := os.WriteFile(s.Config, []byte(cfg), 0o644); err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
-	}
-	return s, nil
-}
-
-// BuildBinary builds cmd/sealrelay into dir and returns the binary's path.
-// It runs the go command found as $GOROOT/bin/go or on PATH, from inside
-// the module.
-func BuildBinary(dir string) (string, error) {
-	goCmd := "go"
-	if root := os.Getenv("GOROOT"); root != "" {
-		if _, err := os.Stat(filepath.Join(root, "bin", "go")); err == nil {
-			goCmd = filepath.Join(root, "bin", "go")
-		}
-	}
-	bin := filepath.Join(dir, "sealrelay")
-	cmd := exec.Command(goCmd, "build", "-o", bin, "github.com/sealrelay/sealrelay/cmd/sealrelay")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("rig: building sealrelay: %v\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// Process is `sealrelay serve` running as a child process.
-type Process struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
-	mu   sync.Mutex
-	logs []byte // the last maxLogs bytes or so of the log
-}
-
-// maxLogs bounds what Logs keeps: a benchmark run logs a line per message.
-const maxLogs = 1 << 20
-
-var listeningRE = regexp.MustCompile(`msg=listening address=(\S+)`)
-
-// StartProcess runs `bin serve -c config`, copies its log (stderr) to logw
-// if not nil, and waits up to 30 s until it logs the address it listens on.
-func StartProcess(bin, config string, logw io.Writer) (*Process, error) {
-	p := &Process{done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "-c", config)
-	// Its own process group: a Ctrl-C meant for the caller is the
-	// caller's to handle (and to pass on with Stop).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := p.cmd.StderrPipe()
+	cfg, err := WriteConfig(dir, Config{
+		DataDir:     filepath.Join(dir, "data"),
+		Listen:      o.Listen,
+		ListenExtra: o.ListenExtra,
+		Relay: Relay{Address: o.Relay, Auth: o.Auth, Credential: CredentialName, CAFile: caFile,
+			ServerName: o.ServerName, MaxConnections: o.MaxConnections},
+		Source:   "age",
+		Identity: f.Identity,
+		File:     f.Credentials,
+		Queue:    o.Queue,
+		Extra:    o.Extra,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("rig: %w", err)
+		return nil, err
 	}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("rig: start %s: %w", bin, err)
-	}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs = append(append(p.logs, line...), '\n')
-			if len(p.logs) > maxLogs {
-				p.logs = append(p.logs[:0], p.logs[len(p.logs)-maxLogs/2:]...)
-			}
-			p.mu.Unlock()
-			if logw != nil {
-				fmt.Fprintln(logw, line)
-			}
-			if m := listeningRE.FindStringSubmatch(line); m != nil {
-				select {
-				case addrc <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stderr) //nolint:errcheck // drain after a scan error
-		p.cmd.Wait()                //nolint:errcheck // the exit status is in ProcessState
-		close(p.done)
-	}()
-	select {
-	case p.addr = <-addrc:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("rig: sealrelay exited before listening: %v\n%s", p.cmd.ProcessState, p.Logs())
-	case <-time.After(30 * time.Second):
-		p.Kill()
-		return nil, fmt.Errorf("rig: sealrelay not listening after 30s\n%s", p.Logs())
-	}
-}
-
-// Addr is the address the agent listens on.
-func (p *Process) Addr() string { return p.addr }
-
-// PID is the agent's process ID.
-func (p *Process) PID() int { return p.cmd.Process.Pid }
-
-// Logs returns what the agent logged so far.
-func (p *Process) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return string(p.logs)
-}
-
-// Stop sends SIGTERM (the agent drains) and waits until ctx ends, then
-// kills it. It returns the exit error, if any.
-func (p *Process) Stop(ctx context.Context) error {
-	p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // may have exited
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.Kill()
-	}
-	if st := p.cmd.ProcessState; st != nil && !st.Success() {
-		return fmt.Errorf("rig: sealrelay exited with %v", st)
-	}
-	return nil
-}
-
-// Kill kills the agent with SIGKILL and waits for it.
-func (p *Process) Kill() {
-	p.cmd.Process.Kill() //nolint:errcheck // may have exited
-	<-p.done
+	return &Setup{Dir: dir, Config: cfg}, nil
 }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/spool"
@@ -35,14 +33,6 @@ const (
 	upUser = "agent@upstream.test"
 	upPass = "upstream-Pa55word-never-logged"
 )
-
-// quickQueue makes retries fast enough for a test.
-const quickQueue = `
-[queue]
-min_backoff = "200ms"
-max_backoff = "1s"
-drain_timeout = "5s"
-`
 
 func needPostfix(t *testing.T) {
 	t.Helper()
@@ -70,16 +60,12 @@ func startAgent(t *testing.T, cfgFile string) *inProcess {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := agent.New(cfg, agefile.NewSource(cfg.Credentials.File, id), agent.Options{Logger: log})
+	a, stop, err := rig.StartAgent(context.Background(), cfg, agefile.NewSource(cfg.Credentials.File, id), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("agent stopped with: %v", err)
 		}
 		if t.Failed() {
@@ -92,33 +78,11 @@ func startAgent(t *testing.T, cfgFile string) *inProcess {
 // send submits one message over plain SMTP and returns the transaction's
 // error (nil is a 250).
 func send(addr string, to []string, msg string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("app.test"); err != nil {
-		return err
-	}
-	if err := c.SendMail("app@client.test", to, strings.NewReader(msg)); err != nil {
-		return err
-	}
-	return c.Quit()
+	return rig.Send(addr, "app.test", "app@client.test", to, msg)
 }
 
 func message(msgID, body string) string {
 	return "From: app@client.test\r\nTo: user@example.net\r\nSubject: interop\r\nMessage-ID: " + msgID + "\r\n\r\n" + body
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestPostfixClientRelaysIntoSealrelay: Postfix as an application server's
@@ -131,7 +95,7 @@ func TestPostfixClientRelaysIntoSealrelay(t *testing.T) {
 	dir := t.TempDir()
 	up := testlib.StartUpstream(t, upstream.Config{Accounts: map[string]string{upUser: upPass},
 		Behavior: upstream.Behavior{RequireAuth: true}})
-	setup, err := rig.WriteSetup(dir, rig.Options{Relay: up.Addr(), User: upUser, Password: upPass, CAPEM: up.CAPEM(), Extra: quickQueue})
+	setup, err := rig.WriteSetup(dir, rig.Options{Relay: up.Addr(), User: upUser, Password: upPass, CAPEM: up.CAPEM(), Queue: rig.QuickQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +167,7 @@ func TestPostfixClientRelaysIntoSealrelay(t *testing.T) {
 		}
 	}
 	// Postfix saw sealrelay accept each one.
-	waitFor(t, 10*time.Second, "Postfix to log three status=sent", func() bool {
+	testlib.WaitFor(t, 10*time.Second, "Postfix to log three status=sent", func() bool {
 		return strings.Count(pf.Log(), "status=sent") >= 4 // two-rcpts logs one line per recipient
 	})
 	for _, secret := range []string{upPass} {
@@ -242,7 +206,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	run := func(t *testing.T, policy, password string) (*inProcess, string, int) {
 		t.Helper()
 		setup, err := rig.WriteSetup(t.TempDir(), rig.Options{Relay: pf.Addr(), Auth: policy, User: relayUser, Password: password,
-			CAPEM: ca.PEM(), Extra: quickQueue})
+			CAPEM: ca.PEM(), Queue: rig.QuickQueue})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +230,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	// relayUser for it.
 	delivered := func(t *testing.T, a *inProcess, id string, offset int) {
 		t.Helper()
-		waitFor(t, 30*time.Second, "the final upstream to receive "+id, func() bool {
+		testlib.WaitFor(t, 30*time.Second, "the final upstream to receive "+id, func() bool {
 			for _, m := range final.Messages() {
 				if m.MessageID == id {
 					return true
@@ -282,7 +246,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 		if want := "sasl_method=PLAIN, sasl_username=" + relayUser; !strings.Contains(line, want) {
 			t.Fatalf("Postfix accepted %s on %q, want %q", id, line, want)
 		}
-		waitFor(t, 10*time.Second, "sealrelay's queue to empty", func() bool { return len(a.Queue().List()) == 0 })
+		testlib.WaitFor(t, 10*time.Second, "sealrelay's queue to empty", func() bool { return len(a.Queue().List()) == 0 })
 		if st := a.Queue().Stats(); st.Delivered != 1 || st.Failed != 0 || st.Bounced != 0 {
 			t.Fatalf("queue stats %+v, want 1 delivered, none failed or bounced", st)
 		}
@@ -308,7 +272,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	t.Run("disabled", func(t *testing.T) {
 		before := final.Count()
 		a, id, offset := run(t, "disabled", relayPass)
-		waitFor(t, 30*time.Second, "the recipient to fail and the DSN to be tried", func() bool {
+		testlib.WaitFor(t, 30*time.Second, "the recipient to fail and the DSN to be tried", func() bool {
 			st := a.Queue().Stats()
 			return st.Bounced == 1 && st.Failed == 2 && st.Held == 1
 		})
@@ -346,7 +310,7 @@ func TestSealrelayToPostfixRelayHost(t *testing.T) {
 	t.Run("required with a wrong password", func(t *testing.T) {
 		before := final.Count()
 		a, id, offset := run(t, "required", "not-the-"+relayPass)
-		waitFor(t, 30*time.Second, "two deferred attempts", func() bool {
+		testlib.WaitFor(t, 30*time.Second, "two deferred attempts", func() bool {
 			items := a.Queue().List()
 			return len(items) == 1 && items[0].Attempts >= 2
 		})

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/internal/rig"
 	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
@@ -37,18 +38,7 @@ func message(id string) string {
 
 // submit sends one message to addr over plain SMTP.
 func submit(addr, id string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := c.SendMail("app@client.test", []string{"user@example.net"}, strings.NewReader(message(id))); err != nil {
-		return err
-	}
-	return c.Quit()
+	return rig.Send(addr, "client.test", "app@client.test", []string{"user@example.net"}, message(id))
 }
 
 // TestClientRelaysAndStopsClean: two instances run at once, each relays
