@@ -1,8 +1,8 @@
 package agent_test
 
-// The SMTP attack corpus: scripted dialogs under testdata/attacks, each
-// played against a fresh agent (listener, spool and delivery, with an
-// internal/testing/upstream relay behind it).
+// The SMTP attack corpus: scripted dialogs under the top-level
+// testdata/attacks, each played against a fresh agent (listener, spool
+// and delivery, with an internal/testing/upstream relay behind it).
 //
 // # Script format
 //
@@ -289,9 +289,9 @@ func TestParseAttackErrors(t *testing.T) {
 	}
 }
 
-// TestAttackCorpus plays every script in testdata/attacks.
+// TestAttackCorpus plays every script in the top-level testdata/attacks.
 func TestAttackCorpus(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "attacks", "*.txt"))
+	files, err := filepath.Glob(testlib.Testdata("attacks/*.txt"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no attack scripts: %v", err)
 	}
