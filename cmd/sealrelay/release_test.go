@@ -42,3 +42,66 @@ func TestReleaseBinaryLinksNoTestCode(t *testing.T) {
 		t.Error("the binary does not link internal/relayhost (the demo's relay host): not the binary this test means to check")
 	}
 }
+
+// TestImportRules checks the import rules of the design (docs/) on the
+// module's package graph (what non-test code imports).
+func TestImportRules(t *testing.T) {
+	const mod = "github.com/sealrelay/sealrelay/"
+	out, err := exec.Command(filepath.Join(goRoot(), "bin", "go"), "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", mod+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	under := func(p string, dirs ...string) bool {
+		for _, d := range dirs {
+			if p == d || strings.HasPrefix(p, d+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	product := []string{"internal/hint", "internal/roots", "internal/safeio", "internal/testseam", "internal/relayhost"}
+	rules := []struct {
+		rule  string
+		check func(pkg, imp string) bool // true: pkg may not import imp
+	}{
+		{"nothing imports the command", func(_, imp string) bool { return under(imp, "cmd") }},
+		{"only tests and the benchmark import internal/testing", func(pkg, imp string) bool {
+			return under(imp, "internal/testing") && !under(pkg, "internal/testing", "bench")
+		}},
+		{"only the command, tests and the benchmark import internal/rig", func(pkg, imp string) bool {
+			return under(imp, "internal/rig") && !under(pkg, "cmd", "internal/testing", "bench")
+		}},
+		{"agent/* gets its Source from the command", func(pkg, imp string) bool {
+			return under(pkg, "agent") && under(imp, "secrets/agefile", "secrets/vault")
+		}},
+		{"the spool imports no other agent package", func(pkg, imp string) bool {
+			return pkg == "agent/spool" && under(imp, "agent") && !under(imp, "agent/spool")
+		}},
+		{"secrets and keys do not import the agent", func(pkg, imp string) bool {
+			return under(pkg, "secrets", "keys") && under(imp, "agent")
+		}},
+		{"internal product packages import nothing of the project", func(pkg, imp string) bool {
+			return under(pkg, product...)
+		}},
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := strings.TrimPrefix(f[0], mod)
+		for _, imp := range f[1:] {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			imp = strings.TrimPrefix(imp, mod)
+			checked++
+			for _, r := range rules {
+				if r.check(pkg, imp) {
+					t.Errorf("%s imports %s: %s", pkg, imp, r.rule)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("go list showed no import inside the module")
+	}
+}
