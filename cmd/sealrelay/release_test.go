@@ -2,9 +2,10 @@ package main
 
 import (
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
 // TestReleaseBinaryLinksNoTestCode: the sealrelay binary links no
@@ -15,7 +16,7 @@ import (
 // is linked, so that the check looks at the right binary.
 func TestReleaseBinaryLinksNoTestCode(t *testing.T) {
 	bin := builtBinary(t)
-	out, err := exec.Command(filepath.Join(goRoot(), "bin", "go"), "tool", "nm", bin).Output()
+	out, err := exec.Command(rig.GoCommand(), "tool", "nm", bin).Output()
 	if err != nil {
 		t.Fatalf("go tool nm %s: %v", bin, err)
 	}
@@ -47,7 +48,7 @@ func TestReleaseBinaryLinksNoTestCode(t *testing.T) {
 // module's package graph (what non-test code imports).
 func TestImportRules(t *testing.T) {
 	const mod = "github.com/sealrelay/sealrelay/"
-	out, err := exec.Command(filepath.Join(goRoot(), "bin", "go"), "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", mod+"...").Output()
+	out, err := exec.Command(rig.GoCommand(), "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", mod+"...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

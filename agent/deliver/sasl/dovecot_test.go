@@ -48,19 +48,7 @@ func need(t *testing.T) {
 // client and the mechanisms AUTH offers.
 func dial(t *testing.T, r *dovecot.Relay) (*smtp.Client, []string) {
 	t.Helper()
-	c, err := smtp.DialStartTLS(r.Addr(), r.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.Hello("client.test"); err != nil {
-		t.Fatal(err)
-	}
-	ok, mechs := c.Extension("AUTH")
-	if !ok {
-		t.Fatal("no AUTH offered after STARTTLS")
-	}
-	return c, strings.Fields(mechs)
+	return r.Dial(t)
 }
 
 // authenticate runs AUTH with a in a fresh session and returns the session

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -50,12 +51,22 @@ type Tool struct {
 	Script string
 	// BuildTimeout bounds the build.
 	BuildTimeout time.Duration
+
+	once sync.Once
+	path string
+	err  error
+}
+
+// Path returns Find's answer, found once per process.
+func (tl *Tool) Path() (string, error) {
+	tl.once.Do(func() { tl.path, tl.err = tl.Find() })
+	return tl.path, tl.err
 }
 
 // Find returns the path of the binary: $EnvVar if set, else the cached
 // one if it is the right version, else what Script builds. Tests never
 // skip for want of it: a failed build is an error.
-func (tl Tool) Find() (string, error) {
+func (tl *Tool) Find() (string, error) {
 	if p := os.Getenv(tl.EnvVar); p != "" {
 		if _, err := os.Stat(p); err != nil {
 			return "", fmt.Errorf("%s: %w", tl.EnvVar, err)

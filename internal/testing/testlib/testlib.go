@@ -16,6 +16,7 @@ package testlib
 
 import (
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -102,4 +103,28 @@ func Root() string {
 // directory, the fixtures several packages share.
 func Testdata(name string) string {
 	return filepath.Join(Root(), "testdata", filepath.FromSlash(name))
+}
+
+// ReadTree calls look with the content of every regular file under dir,
+// passing over sockets and the files skip names (skip may be nil), and
+// returns how many files it read: a test that searches files for a
+// secret checks that it searched some. A file it cannot read fails the
+// test.
+func ReadTree(t testing.TB, dir string, skip func(path string) bool, look func(path string, data []byte)) int {
+	t.Helper()
+	files := 0
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error { //nolint:errcheck // errors are reported per file
+		if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 || (skip != nil && skip(path)) {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Errorf("reading %s: %v", path, err)
+			return nil
+		}
+		files++
+		look(path, b)
+		return nil
+	})
+	return files
 }

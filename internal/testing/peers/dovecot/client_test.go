@@ -106,30 +106,11 @@ func mechClient(t *testing.T, mech, user, secret string) sasl.Client {
 	return nil
 }
 
-// dial connects to the relay, says EHLO, does STARTTLS and returns the
-// client and the mechanisms AUTH offers.
-func dial(t *testing.T, r *Relay) (*smtp.Client, []string) {
-	t.Helper()
-	c, err := smtp.DialStartTLS(r.Addr(), r.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.Hello("client.test"); err != nil {
-		t.Fatal(err)
-	}
-	ok, mechs := c.Extension("AUTH")
-	if !ok {
-		t.Fatal("no AUTH offered after STARTTLS")
-	}
-	return c, strings.Fields(mechs)
-}
-
 // login authenticates with mech in a fresh session and returns the
 // session (nil on failure) and AUTH's error.
 func login(t *testing.T, r *Relay, mech, user, secret string) (*smtp.Client, error) {
 	t.Helper()
-	c, mechs := dial(t, r)
+	c, mechs := r.Dial(t)
 	if !slices.Contains(mechs, mech) {
 		t.Fatalf("AUTH offers %v, not %s", mechs, mech)
 	}

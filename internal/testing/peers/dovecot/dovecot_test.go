@@ -49,7 +49,7 @@ func TestPasswordMechanisms(t *testing.T) {
 		t.Run(strings.Join(mechs, "+"), func(t *testing.T) {
 			t.Parallel()
 			r := StartRelay(t, Config{Mechanisms: mechs, Users: map[string]string{relayUser: oldPass}}, postfixtest.Config{})
-			_, offered := dial(t, r)
+			_, offered := r.Dial(t)
 			if !slices.Equal(offered, mechs) {
 				t.Fatalf("AUTH offers %v, want exactly %v", offered, mechs)
 			}
@@ -107,7 +107,7 @@ func TestOAuth2(t *testing.T) {
 	need(t)
 	h := hydra.Start(t, hydra.Options{})
 	r := StartRelay(t, Config{OAuth2: &OAuth2{IntrospectionURL: h.IntrospectURL, Scope: "smtp", Plain: true}}, postfixtest.Config{})
-	_, offered := dial(t, r)
+	_, offered := r.Dial(t)
 	if want := []string{"PLAIN", "XOAUTH2", "OAUTHBEARER"}; !sameSet(offered, want) {
 		t.Fatalf("AUTH offers %v, want %v", offered, want)
 	}

@@ -2,7 +2,10 @@ package dovecot
 
 import (
 	"crypto/tls"
+	"strings"
 	"testing"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
@@ -21,6 +24,25 @@ type Relay struct {
 	// CA signed Postfix's certificate, unless the postfixtest.Config gave
 	// one.
 	CA *upstream.CA
+}
+
+// Dial connects to the relay, says EHLO, does STARTTLS, and returns the
+// client (closed when the test ends) and the mechanisms AUTH offers.
+func (r *Relay) Dial(t testing.TB) (*smtp.Client, []string) {
+	t.Helper()
+	c, err := smtp.DialStartTLS(r.Addr(), r.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	ok, mechs := c.Extension("AUTH")
+	if !ok {
+		t.Fatal("no AUTH offered after STARTTLS")
+	}
+	return c, strings.Fields(mechs)
 }
 
 // Addr is Postfix's smtpd, host:port on 127.0.0.1.

@@ -262,26 +262,20 @@ func (s *Server) Up(t testing.TB) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // Binary returns the path of the Hydra binary, building it with
 // tools/hydra/build.sh if needed. It fails the test if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() { binPath, binErr = tool.Find() })
-	if binErr != nil {
-		t.Fatalf("hydra: %v", binErr)
+	p, err := tool.Path()
+	if err != nil {
+		t.Fatalf("hydra: %v", err)
 	}
-	return binPath
+	return p
 }
 
 // tool is the Hydra binary: $SEALRELAY_HYDRA_BIN, the cached build, or
 // a new one from tools/hydra/build.sh (a few minutes, once).
-var tool = testlib.Tool{
+var tool = &testlib.Tool{
 	Name:          "Hydra",
 	EnvVar:        "SEALRELAY_HYDRA_BIN",
 	Cached:        "hydra-" + Version,

@@ -91,7 +91,7 @@ func StartMain() (*Server, error) {
 }
 
 func start(dir string) (*Server, error) {
-	bin, err := binary()
+	bin, err := tool.Path()
 	if err != nil {
 		return nil, err
 	}
@@ -256,31 +256,20 @@ func tail(path string) string {
 	return testlib.Tail(string(b), 4000)
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
 // Binary returns the path of the Vault binary, building it with
 // tools/vault/build.sh if needed. It fails the test if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p, err := binary()
+	p, err := tool.Path()
 	if err != nil {
 		t.Fatalf("vaulttest: %v", err)
 	}
 	return p
 }
 
-func binary() (string, error) {
-	binOnce.Do(func() { binPath, binErr = tool.Find() })
-	return binPath, binErr
-}
-
 // tool is the Vault binary: $SEALRELAY_VAULT_BIN, the cached build, or
 // a new one from tools/vault/build.sh.
-var tool = testlib.Tool{
+var tool = &testlib.Tool{
 	Name:          "Vault",
 	EnvVar:        "SEALRELAY_VAULT_BIN",
 	Cached:        "vault-" + Version,
