@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -61,6 +62,16 @@ type Tool struct {
 func (tl *Tool) Path() (string, error) {
 	tl.once.Do(func() { tl.path, tl.err = tl.Find() })
 	return tl.path, tl.err
+}
+
+// Binary returns Path, or fails the test if there is no binary.
+func (tl *Tool) Binary(t testing.TB) string {
+	t.Helper()
+	p, err := tl.Path()
+	if err != nil {
+		t.Fatalf("%s: %v", tl.Name, err)
+	}
+	return p
 }
 
 // Find returns the path of the binary: $EnvVar if set, else the cached

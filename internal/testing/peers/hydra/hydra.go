@@ -266,11 +266,7 @@ func (s *Server) Up(t testing.TB) {
 // tools/hydra/build.sh if needed. It fails the test if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p, err := tool.Path()
-	if err != nil {
-		t.Fatalf("hydra: %v", err)
-	}
-	return p
+	return tool.Binary(t)
 }
 
 // tool is the Hydra binary: $SEALRELAY_HYDRA_BIN, the cached build, or

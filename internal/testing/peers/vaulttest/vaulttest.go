@@ -260,11 +260,7 @@ func tail(path string) string {
 // tools/vault/build.sh if needed. It fails the test if there is none.
 func Binary(t testing.TB) string {
 	t.Helper()
-	p, err := tool.Path()
-	if err != nil {
-		t.Fatalf("vaulttest: %v", err)
-	}
-	return p
+	return tool.Binary(t)
 }
 
 // tool is the Vault binary: $SEALRELAY_VAULT_BIN, the cached build, or
