@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // The test binary doubles as the probe: run with SANDBOX_PROBE=STATE_DIR it
@@ -208,7 +210,7 @@ func runProbe(t *testing.T, unit *Unit) (map[string]string, string) {
 	return r, filepath.Base(base)
 }
 
-const repoUnit = "../../dist/systemd/sealrelay.service"
+var repoUnit = filepath.Join(testlib.Root(), "dist", "systemd", "sealrelay.service")
 
 // TestSandboxProbe: under the repository's unit, the probe finds every
 // setting the sandbox applies in force (calls denied with the errno
