@@ -69,7 +69,7 @@ test-crash:
 # Postfix as a client relaying into sealrelay, and as the upstream relay
 # host with SASL AUTH (Cyrus sasldb) over STARTTLS. Also part of `make test`.
 test-interop: deps
-	$(GO) test -count=1 -timeout 15m ./internal/postfixtest/ ./internal/interop/
+	$(GO) test -count=1 -timeout 15m ./internal/testing/peers/postfixtest/ ./internal/testing/interop/
 
 # The throughput benchmark: Postfix, sealrelay and the upstream fed
 # directly, 3 rounds, 8 workloads; prints a Markdown table.

@@ -1,8 +1,8 @@
 package agent_test
 
-// The SMTP attack corpus: scripted dialogs under testdata/attacks, each
-// played against a fresh agent (listener, spool and delivery, with an
-// internal/upstream relay behind it).
+// The SMTP attack corpus: scripted dialogs under the top-level
+// testdata/attacks, each played against a fresh agent (listener, spool
+// and delivery, with an internal/testing/upstream relay behind it).
 //
 // # Script format
 //
@@ -82,9 +82,9 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/internal/testseam"
-	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
 // attackReadTimeout bounds each wait for the agent in a script.
@@ -289,9 +289,9 @@ func TestParseAttackErrors(t *testing.T) {
 	}
 }
 
-// TestAttackCorpus plays every script in testdata/attacks.
+// TestAttackCorpus plays every script in the top-level testdata/attacks.
 func TestAttackCorpus(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "attacks", "*.txt"))
+	files, err := filepath.Glob(testlib.Testdata("attacks/*.txt"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no attack scripts: %v", err)
 	}
@@ -350,7 +350,7 @@ func writeListenCert(t *testing.T) listenTLS {
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.
-type syncBuffer = logbuf.Buffer
+type syncBuffer = testlib.LogBuf
 
 // filterLog returns the lines of s holding any of subs.
 func filterLog(s *syncBuffer, subs ...string) string {
@@ -454,13 +454,7 @@ func startRig(t *testing.T, o rigOptions) *rig {
 // bound (this is a bound on a hang, not a timing assertion).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testlib.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // waitSettled waits until no session is open and the queue is empty.

@@ -26,24 +26,14 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	sealrig "github.com/sealrelay/sealrelay/internal/rig"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // sendMail sends one message to the agent at addr and returns the server's
 // error (an *smtp.SMTPError for a refusal), nil for a 250.
 func sendMail(addr, from string, to []string, body string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.example"); err != nil {
-		return err
-	}
-	if err := c.SendMail(from, to, strings.NewReader(body)); err != nil {
-		return err
-	}
-	return c.Quit()
+	return sealrig.Send(addr, "client.example", from, to, body)
 }
 
 // subjectOf returns the Subject header of a relayed message.

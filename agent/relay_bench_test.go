@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealrelay/sealrelay/agent"
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	sealrig "github.com/sealrelay/sealrelay/internal/rig"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -124,16 +123,5 @@ max_backoff = "2s"
 // submit sends one message on a connection of its own, as an application
 // does.
 func submit(addr, body string) error {
-	c, err := smtp.Dial(addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := c.SendMail("app@client.test", []string{"user@example.net"}, strings.NewReader(body)); err != nil {
-		return err
-	}
-	return c.Quit()
+	return sealrig.Send(addr, "client.test", "app@client.test", []string{"user@example.net"}, body)
 }

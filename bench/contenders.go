@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/relayhost"
+	"github.com/sealrelay/sealrelay/internal/rig"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 )
 
 // The contenders, in the order -contenders lists them by default.
@@ -40,7 +40,7 @@ type contender interface {
 
 // env is what every contender shares in one benchmark run.
 type env struct {
-	up      *upstream.Server
+	up      *relayhost.Server
 	user    string
 	pass    string
 	baseDir string // where contenders keep their state
@@ -115,7 +115,7 @@ const benchSessionLimits = "max_sessions = 5000\nmax_sessions_per_client = 5000\
 // connections.
 type sealrelayContender struct {
 	dir string
-	p   *interop.Process
+	p   *rig.Process
 	e   *env
 }
 
@@ -124,7 +124,7 @@ func startSealrelay(e *env) (*sealrelayContender, error) {
 	if err != nil {
 		return nil, err
 	}
-	setup, err := interop.WriteSetup(dir, interop.Options{
+	setup, err := rig.WriteSetup(dir, rig.Options{
 		Relay:          e.up.Addr(),
 		User:           e.user,
 		Password:       e.pass,
@@ -136,7 +136,7 @@ func startSealrelay(e *env) (*sealrelayContender, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	p, err := interop.StartProcess(e.bin, setup.Config, e.logw)
+	p, err := rig.StartProcess(e.bin, setup.Config, e.logw)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

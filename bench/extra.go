@@ -13,10 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/interop"
+	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
 // The two targets that are not about throughput: memory with many idle
@@ -85,7 +83,7 @@ func restart(ctx context.Context, e *env, n int) (firstAccept, loaded time.Durat
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
-	setup, err := interop.WriteSetup(dir, interop.Options{
+	setup, err := rig.WriteSetup(dir, rig.Options{
 		Relay: e.up.Addr(), User: e.user, Password: e.pass, CAPEM: e.up.CAPEM(), MaxConnections: 20,
 	})
 	if err != nil {
@@ -119,20 +117,12 @@ func restart(ctx context.Context, e *env, n int) (firstAccept, loaded time.Durat
 	}
 
 	start := time.Now()
-	p, err := interop.StartProcess(e.bin, setup.Config, io.Discard)
+	p, err := rig.StartProcess(e.bin, setup.Config, io.Discard)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer p.Kill()
-	c, err := smtp.Dial(p.Addr())
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	if err := c.Hello("restart.bench.test"); err != nil {
-		return 0, 0, err
-	}
-	if err := c.SendMail("loadgen@bench.test", []string{"sink@example.net"}, bytes.NewReader(append([]byte("Subject: new\r\n\r\n"), body...))); err != nil {
+	if err := rig.Send(p.Addr(), "restart.bench.test", "loadgen@bench.test", []string{"sink@example.net"}, "Subject: new\r\n\r\n"+string(body)); err != nil {
 		return 0, 0, err
 	}
 	firstAccept = time.Since(start)

@@ -2,13 +2,13 @@
 // every contender against the same upstream in the same run, alternating,
 // for several rounds, and prints Markdown tables.
 //
-// The upstream is internal/upstream with STARTTLS and AUTH PLAIN required,
+// The upstream is internal/testing/upstream with STARTTLS and AUTH PLAIN required,
 // counting messages and keeping no bodies (CountOnly). The contenders:
 //
 //   - direct: the upstream fed by the load generator itself (STARTTLS and
 //     AUTH on every connection), the ceiling;
 //   - postfix: Postfix from Debian as an authenticated smarthost client,
-//     tuned as a careful operator would (internal/postfixtest, Tuned):
+//     tuned as a careful operator would (internal/testing/peers/postfixtest, Tuned):
 //     relayhost = the upstream, SASL with a password map, TLS required,
 //     TLS connection reuse through tlsproxy, 20 connections to the relay;
 //     Postfix fsyncs each queue file before its 250, as by default;
@@ -61,9 +61,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/relayhost"
+	"github.com/sealrelay/sealrelay/internal/rig"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 )
 
 // Messages per run, by message size: enough for steady state, few enough
@@ -219,21 +219,14 @@ func benchmark(ctx context.Context, opt options, stdout, stderr io.Writer) (err 
 			os.RemoveAll(base)
 		}
 	}()
-	if opt.bin == "" && slices.Contains(opt.contenders, Sealrelay) {
-		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if opt.bin, err = interop.BuildBinary(base); err != nil {
+	if slices.Contains(opt.contenders, Sealrelay) {
+		if opt.bin, err = buildIfNeeded(opt.bin, base, stderr); err != nil {
 			return err
 		}
 	}
 
-	e := &env{user: "bench@upstream.test", pass: randomPassword(), baseDir: base, keep: opt.keep, bin: opt.bin, log: log, logw: srLog}
-	e.up, err = upstream.Start(upstream.Config{
-		Hostname:  "upstream.bench.test",
-		CountOnly: true,
-		Accounts:  map[string]string{e.user: e.pass},
-		Behavior:  upstream.Behavior{RequireAuth: true},
-	})
-	if err != nil {
+	e := &env{user: benchUser, pass: randomPassword(), baseDir: base, keep: opt.keep, bin: opt.bin, log: log, logw: srLog}
+	if e.up, err = startRelayHost(e.pass); err != nil {
 		return err
 	}
 	defer e.up.Close()
@@ -397,6 +390,30 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// benchUser is the relay host's account; its password is new each run.
+const benchUser = "bench@upstream.test"
+
+// startRelayHost starts the relay host every benchmark delivers to:
+// STARTTLS and AUTH PLAIN required, counting messages and keeping no
+// record of them.
+func startRelayHost(pass string) (*relayhost.Server, error) {
+	return relayhost.Start(relayhost.Config{
+		Hostname:    "upstream.bench.test",
+		CountOnly:   true,
+		Accounts:    map[string]string{benchUser: pass},
+		RequireAuth: true,
+	})
+}
+
+// buildIfNeeded returns bin, or, if it is empty, sealrelay built into dir.
+func buildIfNeeded(bin, dir string, stderr io.Writer) (string, error) {
+	if bin != "" {
+		return bin, nil
+	}
+	fmt.Fprintln(stderr, "bench: building sealrelay")
+	return rig.BuildBinary(dir)
 }
 
 // randomPassword is the upstream account's password for this run; it is

@@ -19,8 +19,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sealrelay/sealrelay/internal/interop"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/rig"
 )
 
 // The sessions benchmark (`go run ./bench sessions`, `make bench-sessions`):
@@ -97,19 +96,11 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 			os.RemoveAll(base)
 		}
 	}()
-	if o.bin == "" {
-		fmt.Fprintln(stderr, "bench: building sealrelay")
-		if o.bin, err = interop.BuildBinary(base); err != nil {
-			return err
-		}
+	if o.bin, err = buildIfNeeded(o.bin, base, stderr); err != nil {
+		return err
 	}
-	user, pass := "bench@upstream.test", randomPassword()
-	up, err := upstream.Start(upstream.Config{
-		Hostname:  "upstream.bench.test",
-		CountOnly: true,
-		Accounts:  map[string]string{user: pass},
-		Behavior:  upstream.Behavior{RequireAuth: true},
-	})
+	pass := randomPassword()
+	up, err := startRelayHost(pass)
 	if err != nil {
 		return err
 	}
@@ -119,8 +110,8 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	// and max_sessions_per_client to 20, and every session comes from
 	// 127.0.0.1.
 	limit := o.sessions + 10
-	setup, err := interop.WriteSetup(base, interop.Options{
-		Relay: up.Addr(), User: user, Password: pass, CAPEM: up.CAPEM(), MaxConnections: 20,
+	setup, err := rig.WriteSetup(base, rig.Options{
+		Relay: up.Addr(), User: benchUser, Password: pass, CAPEM: up.CAPEM(), MaxConnections: 20,
 		ListenExtra: fmt.Sprintf("max_sessions = %d\nmax_sessions_per_client = %d\n", limit, limit),
 	})
 	if err != nil {
@@ -130,7 +121,7 @@ func sessionsBenchmark(ctx context.Context, o sessionsOptions, stdout, stderr io
 	if o.verbose {
 		logw = stderr
 	}
-	p, err := interop.StartProcess(o.bin, setup.Config, logw)
+	p, err := rig.StartProcess(o.bin, setup.Config, logw)
 	if err != nil {
 		return err
 	}

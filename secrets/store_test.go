@@ -3,7 +3,6 @@ package secrets
 import (
 	"context"
 	"errors"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"maps"
 	"slices"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // fakeSource is a Source whose content and failures the test sets. It
@@ -104,7 +105,7 @@ func (w *watchSource) Watch(ctx context.Context, changed chan<- struct{}) error 
 }
 
 // logBuffer is a goroutine-safe log sink.
-type logBuffer = logbuf.Buffer
+type logBuffer = testlib.LogBuf
 
 func newStore(src Source, names []string, opt StoreOptions) (*Store, *logBuffer) {
 	logs := &logBuffer{}
@@ -391,13 +392,7 @@ func TestStoreRunReloadsOnWatch(t *testing.T) {
 // liveness check, not a timing assertion.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testlib.WaitFor(t, 10*time.Second, what, cond)
 }
 
 func TestStoreLogsStateChangesOnce(t *testing.T) {

@@ -2,13 +2,13 @@
 # Installs the Debian packages the test suite and the benchmark talk to
 # (real peers, not mocks): swaks as an SMTP client; Postfix and Cyrus SASL
 # (saslpasswd2, the sasldb auxprop plugin, PLAIN and LOGIN) for the interop
-# tests and the benchmark (internal/postfixtest runs private instances);
+# tests and the benchmark (internal/testing/peers/postfixtest runs private instances);
 # Dovecot (dovecot-core) as Postfix's SASL backend for CRAM-MD5, SCRAM and
-# OAuth2 bearer tokens (internal/peers/dovecot); a C compiler for the cgo
+# OAuth2 bearer tokens (internal/testing/peers/dovecot); a C compiler for the cgo
 # (SQLite) build of the Hydra test server (tools/hydra/build.sh);
 # systemd-analyze (systemd) to verify and rate the unit in dist/systemd,
 # bubblewrap and the kernel's syscall numbers (linux-libc-dev) for the
-# test that runs the agent in the unit's sandbox (internal/sandbox); mandoc,
+# test that runs the agent in the unit's sandbox (internal/testing/sandbox); mandoc,
 # which lints the generated manual pages (dist/man, TestManPagesLint).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
@@ -29,7 +29,7 @@ if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
     installed "$p" || want+=("$p")
   done
 fi
-# OpenSMTPD (a strict relay host, internal/opensmtpdtest) conflicts with
+# OpenSMTPD (a strict relay host, internal/testing/peers/opensmtpdtest) conflicts with
 # Postfix as a Debian package, so it is never installed: its libraries are,
 # its package is downloaded and unpacked into the cache, and the users its
 # daemon drops to are created, as its postinst would.

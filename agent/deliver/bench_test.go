@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // BenchmarkDeliver sends a 2 KB message through a pooled, authenticated

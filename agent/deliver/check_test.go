@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 func TestCheck(t *testing.T) {
@@ -14,7 +14,7 @@ func TestCheck(t *testing.T) {
 	untrusted := startUpstream(t, upstream.Config{UntrustedCert: true})
 	noAuth := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{NoAuth: true}})
 	wrong := startUpstream(t, upstream.Config{Accounts: map[string]string{testUser: "other"}})
-	dead := refuse.Addr(t)
+	dead := testlib.RefusedAddr(t)
 
 	relay := func(name string, u *upstream.Server, policy AuthPolicy) Relay {
 		r := relayTo(u, policy)

@@ -14,9 +14,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/refuse"
 	"github.com/sealrelay/sealrelay/internal/roots"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -301,7 +301,7 @@ func TestTemporaryAuthReply(t *testing.T) {
 
 func TestFailover(t *testing.T) {
 	good := startUpstream(t, upstream.Config{})
-	deadAddr := refuse.Addr(t)
+	deadAddr := testlib.RefusedAddr(t)
 	greet421 := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Greeting: upstream.ErrServiceNotAvailable}})
 
 	first := func(name, addr string) Relay {

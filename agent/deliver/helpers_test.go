@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"strings"
@@ -14,7 +13,8 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -70,19 +70,14 @@ func (f *fakeCreds) refreshCount() int {
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.
-type syncBuffer = logbuf.Buffer
+type syncBuffer = testlib.LogBuf
 
 func startUpstream(t testing.TB, cfg upstream.Config) *upstream.Server {
 	t.Helper()
 	if cfg.Accounts == nil {
 		cfg.Accounts = map[string]string{testUser: testPass}
 	}
-	u, err := upstream.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	return u
+	return testlib.StartUpstream(t, cfg)
 }
 
 // relayTo returns a relay for u that trusts u's CA.

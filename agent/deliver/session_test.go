@@ -11,7 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // strictRelay is a plaintext upstream (AUTH allowed in the clear, as on

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/logbuf"
-	"github.com/sealrelay/sealrelay/internal/sdnotifytest"
+	"github.com/sealrelay/sealrelay/internal/testing/sdnotifytest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
-func newNotifier(t *testing.T) (*Notifier, *logbuf.Buffer) {
+func newNotifier(t *testing.T) (*Notifier, *testlib.LogBuf) {
 	t.Helper()
-	logs := &logbuf.Buffer{}
+	logs := &testlib.LogBuf{}
 	return New(slog.New(slog.NewTextHandler(logs, nil))), logs
 }
 

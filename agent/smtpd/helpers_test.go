@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"io"
 	"log/slog"
 	"math/big"
@@ -23,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // queued is one message a recQueue stored.
@@ -71,7 +72,7 @@ func (q *recQueue) all() []queued {
 }
 
 // logBuffer collects log output safely across goroutines.
-type logBuffer = logbuf.Buffer
+type logBuffer = testlib.LogBuf
 
 const testHost = "mx.test"
 
@@ -153,13 +154,7 @@ func connect(t testing.TB, addr, local string) *client {
 // bound (a bound on a hang, not a timing assertion).
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testlib.WaitFor(t, 20*time.Second, what, cond)
 }
 
 // reply reads one (possibly multi-line) reply.

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/logbuf"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 	"github.com/sealrelay/sealrelay/internal/testseam"
 )
 
@@ -43,7 +43,7 @@ func (c *fakeClock) Set(t time.Time) {
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.
-type syncBuffer = logbuf.Buffer
+type syncBuffer = testlib.LogBuf
 
 // harness is a queue on a fresh directory with a fake clock, a fixed jitter
 // (factor 1.0), captured logs, and a channel that receives the ID of each

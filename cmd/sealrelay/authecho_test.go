@@ -2,15 +2,14 @@ package main
 
 import (
 	"bytes"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestAuthReplyEchoIsNotKept: the relay echoes the SASL payload (base64 as
@@ -81,21 +80,7 @@ func TestAuthReplyEchoIsNotKept(t *testing.T) {
 	}
 	look("the agent's log and the commands' output", printed.Bytes())
 	look("the DSN", dsn)
-	files := 0
-	filepath.WalkDir(filepath.Join(dir, "data"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("reading %s: %v", path, err)
-			return nil
-		}
-		files++
-		look(path, b)
-		return nil
-	})
-	if files == 0 {
+	if files := testlib.ReadTree(t, filepath.Join(dir, "data"), nil, look); files == 0 {
 		t.Error("no spool file looked at")
 	}
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestCheck runs `sealrelay check` against upstreams that work and that
@@ -38,7 +38,7 @@ func TestCheck(t *testing.T) {
 			up := startUpstream(t, dir, tc.up)
 			addr := up.Addr()
 			if tc.down {
-				addr = refuse.Addr(t)
+				addr = testlib.RefusedAddr(t)
 			}
 			cfg := rigConfig(t, dir, addr, tc.relay, "")
 			var out, errb bytes.Buffer

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The tests here run the built binary with secrets in memory and look at

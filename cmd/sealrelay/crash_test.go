@@ -19,7 +19,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The crash loop: clients send messages through the built

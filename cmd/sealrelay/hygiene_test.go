@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestSecretHygiene runs the built binary through a full life with each
@@ -154,20 +154,7 @@ func secretHygiene(t *testing.T, source, format string, vs *vaulttest.Server, va
 	// Every file the run left, except the ones that hold a secret by design:
 	// the identity, the Vault token file, and the sealed credential file.
 	sealed := map[string]bool{"identity.txt": true, "vault-token": true, "credentials.age": true}
-	files := 0
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Type()&fs.ModeSocket != 0 || sealed[filepath.Base(path)] {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("reading %s: %v", path, err)
-			return nil
-		}
-		files++
-		look(path, b)
-		return nil
-	})
+	files := testlib.ReadTree(t, dir, func(path string) bool { return sealed[filepath.Base(path)] }, look)
 	if files < 3 {
 		t.Errorf("only %d files looked at: the walk is broken", files)
 	}

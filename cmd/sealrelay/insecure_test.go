@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestInsecureSettingsWarnedAtStart: a config that sends AUTH in clear to a

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestMetrics: with metrics_address set, /metrics serves the agent's

@@ -13,9 +13,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -32,7 +33,7 @@ func TestQueueCommands(t *testing.T) {
 	dir := t.TempDir()
 	rigFiles(t, dir, rigUser, rigPass)
 	startUpstream(t, dir, upstream.Config{}) // for its CA file; nothing listens at upAddr
-	upAddr := refuse.Addr(t)
+	upAddr := testlib.RefusedAddr(t)
 	cfg := rigConfig(t, dir, upAddr, relayOpts{}, "")
 	// Long backoff: only `queue retry` makes a second attempt happen soon.
 	writeTestFile(t, cfg, strings.Replace(readTestFile(t, cfg), `min_backoff = "200ms"`, `min_backoff = "1h"`, 1))
@@ -193,7 +194,7 @@ func TestOfflineQueueRefusesNonOwner(t *testing.T) {
 	dir := t.TempDir()
 	rigFiles(t, dir, rigUser, rigPass)
 	startUpstream(t, dir, upstream.Config{}) // for its CA file; nothing listens at the relay's address
-	cfg := rigConfig(t, dir, refuse.Addr(t), relayOpts{}, "")
+	cfg := rigConfig(t, dir, testlib.RefusedAddr(t), relayOpts{}, "")
 	a := startAgent(t, cfg)
 	if err := send(a.Addr().String(), "app@client.test", "one@example.net", "<offline@rig>"); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestRelayPolicies crosses the auth policy with the upstream's behaviour,

@@ -12,14 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/sandbox"
-	"github.com/sealrelay/sealrelay/internal/sdnotifytest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/sandbox"
+	"github.com/sealrelay/sealrelay/internal/testing/sdnotifytest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestServeInUnitSandbox runs the built `sealrelay serve` inside the
 // sandbox of dist/systemd/sealrelay.service as far as it can be built
-// without systemd (internal/sandbox: setpriv, bwrap and a seccomp filter
+// without systemd (internal/testing/sandbox: setpriv, bwrap and a seccomp filter
 // from the unit's own settings), laid out as a package installs it: the
 // config in a read-only directory, the spool in the only writable one.
 // The agent must start, say READY=1 and feed the watchdog, take a message

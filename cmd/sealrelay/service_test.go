@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/sealrelay/sealrelay/agent/spool"
-	"github.com/sealrelay/sealrelay/internal/sdnotifytest"
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/sdnotifytest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // The systemd side of `sealrelay serve`: the notify protocol against a

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestUnsafeFilesRefusedByCommands: the commands refuse an identity another

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/upstream"
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // rigVaultCluster turns the rig's config into one that reads the

@@ -1,6 +1,6 @@
 package oauth
 
-// Against a real OAuth2 server: ORY Hydra (internal/peers/hydra), whose
+// Against a real OAuth2 server: ORY Hydra (internal/testing/peers/hydra), whose
 // counting proxy in front of the token endpoint says how many token
 // requests were made and can be switched down.
 
@@ -21,14 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/logbuf"
-	"github.com/sealrelay/sealrelay/internal/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // newTokens returns a cache whose log goes to the returned buffer.
-func newTokens(t *testing.T, opts Options) (*Tokens, *logbuf.Buffer) {
+func newTokens(t *testing.T, opts Options) (*Tokens, *testlib.LogBuf) {
 	t.Helper()
-	var logs logbuf.Buffer
+	var logs testlib.LogBuf
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tk := NewTokens(opts)
 	t.Cleanup(tk.Close)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 )
 
 // appRole sets up, for this test only, an AppRole mount and a role whose

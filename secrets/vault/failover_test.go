@@ -6,14 +6,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sealrelay/sealrelay/internal/refuse"
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // deadAddr returns the address of a port nobody listens on.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	return "http://" + refuse.Addr(t)
+	return "http://" + testlib.RefusedAddr(t)
 }
 
 // Vault stopped mid-run: reads fail with "connection refused"; once it is

@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"fmt"
-	"github.com/sealrelay/sealrelay/internal/logbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -12,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/testlib"
 )
 
 // shared is the Vault dev server the package's tests share. Each test uses
@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 // logs captures a Source's log lines and checks, when the test ends, that
 // none of the registered secrets appears in them.
 type logs struct {
-	logbuf.Buffer
+	testlib.LogBuf
 	mu      sync.Mutex // guards secrets
 	secrets []string
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealrelay/sealrelay/internal/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 )

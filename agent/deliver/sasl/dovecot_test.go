@@ -1,8 +1,8 @@
 package sasl_test
 
 // Real peers: Postfix with Dovecot as its SASL backend
-// (internal/peers/dovecot), and ORY Hydra issuing the bearer tokens
-// Dovecot checks by introspection (internal/peers/hydra).
+// (internal/testing/peers/dovecot), and ORY Hydra issuing the bearer tokens
+// Dovecot checks by introspection (internal/testing/peers/hydra).
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/deliver/sasl"
-	"github.com/sealrelay/sealrelay/internal/peers/dovecot"
-	"github.com/sealrelay/sealrelay/internal/peers/hydra"
-	"github.com/sealrelay/sealrelay/internal/postfixtest"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/dovecot"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
+	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 	"github.com/sealrelay/sealrelay/secrets/oauth"
 )
 
@@ -48,19 +48,7 @@ func need(t *testing.T) {
 // client and the mechanisms AUTH offers.
 func dial(t *testing.T, r *dovecot.Relay) (*smtp.Client, []string) {
 	t.Helper()
-	c, err := smtp.DialStartTLS(r.Addr(), r.TLSConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.Hello("client.test"); err != nil {
-		t.Fatal(err)
-	}
-	ok, mechs := c.Extension("AUTH")
-	if !ok {
-		t.Fatal("no AUTH offered after STARTTLS")
-	}
-	return c, strings.Fields(mechs)
+	return r.Dial(t)
 }
 
 // authenticate runs AUTH with a in a fresh session and returns the session
