@@ -106,6 +106,13 @@ sealrelay: hint: pass it in the unit: LoadCredentialEncrypted=sealrelay-id:`; co
 		t.Errorf("check with a credential the unit lacks: exit %d, stderr:\n%s\nwant exit 1 and:\n%s...", code, stderr, want)
 	}
 
+	// The creds commands take the credential too, as under
+	// systemd-run -p LoadCredentialEncrypted=... sealrelay creds ...
+	code, stdout, stderr = runAs(t, bin, -1, env, "creds", "list", "-f", filepath.Join(dir, "credentials.age"), "-i", "credential:identity")
+	if code != 0 || stdout != "upstream\t"+rigUser+"\n" {
+		t.Errorf("creds list -i credential:identity: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	p := startProcess(t, cfg, env...)
 	if !strings.Contains(p.stderr.String(), `msg="server identity" source="`+wantSource+`"`) {
 		t.Errorf("serve does not name the identity's source:\n%s", p.stderr.String())
