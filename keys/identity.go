@@ -8,12 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"filippo.io/age"
-	"filippo.io/age/plugin"
 )
 
 // maxIdentityFile caps how much of an identity file is read.
@@ -23,12 +23,33 @@ const maxIdentityFile = 1 << 20
 // public keys. Its String method shows only the file and public keys.
 type Identity struct {
 	path       string
+	source     string // "file PATH", "systemd credential NAME in DIR"
+	plugins    []string
 	identities []age.Identity
 	publicKeys []string
 }
 
-// Path returns the file the identity was loaded from ("" if parsed).
+// Path returns the file the identity was loaded from, or the name given to
+// Parse.
 func (id *Identity) Path() string { return id.path }
+
+// Source names where the identity came from, for a log line: "file PATH"
+// or "systemd credential NAME in DIR", and "age plugin NAME" for each plugin
+// its keys go through. It never shows key material.
+func (id *Identity) Source() string {
+	src := id.source
+	if src == "" {
+		src = id.path
+	}
+	for _, p := range id.plugins {
+		src += ", age plugin " + p
+	}
+	return src
+}
+
+// Plugins returns the names of the age plugins the identity's keys go
+// through ("yubikey" runs age-plugin-yubikey).
+func (id *Identity) Plugins() []string { return id.plugins }
 
 // Identities returns the age identities, for age.Decrypt.
 func (id *Identity) Identities() []age.Identity { return id.identities }
@@ -116,12 +137,18 @@ func Load(path string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseFile(f, path, "file "+path)
+}
+
+// parseFile parses the identity in f, which it closes, read from path;
+// source is what Source reports.
+func parseFile(f *os.File, path, source string) (*Identity, error) {
 	defer f.Close()
 	id, err := Parse(f, path)
 	if err != nil {
 		return nil, err
 	}
-	id.path = path
+	id.path, id.source = path, source
 	return id, nil
 }
 
@@ -172,11 +199,14 @@ func Parse(r io.Reader, name string) (*Identity, error) {
 			id.identities = append(id.identities, k)
 			id.publicKeys = append(id.publicKeys, k.Recipient().String())
 		case strings.HasPrefix(line, "AGE-PLUGIN-"):
-			k, err := plugin.NewIdentity(line, pluginUI)
+			k, err := newPluginIdentity(line)
 			if err != nil {
 				return nil, fmt.Errorf("identity file %s: line %d: malformed plugin identity", name, n)
 			}
 			id.identities = append(id.identities, k)
+			if !slices.Contains(id.plugins, k.name) {
+				id.plugins = append(id.plugins, k.name)
+			}
 		default:
 			// The message names no key prefix, so that "AGE-SECRET-KEY" in
 			// any output always means a leak.
@@ -209,16 +239,4 @@ func commentPublicKey(c string) string {
 		}
 	}
 	return ""
-}
-
-// pluginUI serves age plugins for a daemon: there is no one to answer a
-// prompt, so requests for input fail, and messages are dropped.
-var pluginUI = &plugin.ClientUI{
-	DisplayMessage: func(name, message string) error { return nil },
-	RequestValue: func(name, prompt string, secret bool) (string, error) {
-		return "", fmt.Errorf("age plugin %s asked for input, which sealrelay cannot give", name)
-	},
-	Confirm: func(name, prompt, yes, no string) (bool, error) {
-		return false, fmt.Errorf("age plugin %s asked for confirmation, which sealrelay cannot give", name)
-	},
 }

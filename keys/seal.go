@@ -57,7 +57,7 @@ func Seal(plaintext []byte, l *RecipientList) ([]byte, error) {
 	aw := armor.NewWriter(&buf)
 	w, err := age.Encrypt(aw, l.Recipients()...)
 	if err != nil {
-		return nil, fmt.Errorf("encrypting to %s: %w", l.File, err)
+		return nil, fmt.Errorf("encrypting to %s: %w", l.File, pluginRecipientError(err))
 	}
 	if _, err := w.Write(plaintext); err != nil {
 		return nil, fmt.Errorf("encrypting to %s: %w", l.File, err)
@@ -112,7 +112,10 @@ func Open(sealed []byte, id *Identity, name string) ([]byte, error) {
 func openError(err error, id *Identity, name string) error {
 	var nm *age.NoIdentityMatchError
 	var ae *armor.Error
+	var pe *PluginError
 	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("opening %s: %w", name, pe)
 	case errors.As(err, &nm):
 		return &NotRecipientError{Name: name, PublicKeys: id.PublicKeys()}
 	case errors.As(err, &ae):

@@ -12,6 +12,7 @@ import (
 	"github.com/sealrelay/sealrelay/agent/deliver"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
+	"github.com/sealrelay/sealrelay/keys"
 )
 
 // Default returns a Config holding every default. It is the one place
@@ -98,7 +99,9 @@ func (c *Config) resolve(dir string) {
 	abs(&c.DataDir)
 	abs(&c.Listen.TLSCert)
 	abs(&c.Listen.TLSKey)
-	abs(&c.Credentials.Identity)
+	if !strings.HasPrefix(c.Credentials.Identity, keys.CredentialPrefix) {
+		abs(&c.Credentials.Identity)
+	}
 	abs(&c.Credentials.File)
 	abs(&c.Credentials.Recipients)
 	v := &c.Credentials.Vault

@@ -6,7 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/sealrelay/sealrelay/keys"
 )
 
 // validate checks values and cross-field rules, table by table, and
@@ -157,6 +160,9 @@ func (c *Config) validateRelays() error {
 // [credentials.vault].
 func (c *Config) validateCredentials() error {
 	cr := &c.Credentials
+	if name, ok := strings.CutPrefix(cr.Identity, keys.CredentialPrefix); ok && !keys.ValidCredentialName(name) {
+		return c.bad("credentials.identity", "%q does not name a systemd credential: NAME must be 1 to 255 printable ASCII characters without \"/\" or \":\", as in LoadCredentialEncrypted=NAME:FILE", cr.Identity)
+	}
 	switch cr.Source {
 	case "age":
 		if c.needsCredentials() {

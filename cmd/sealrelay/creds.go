@@ -61,7 +61,7 @@ func defineCredsFlags(flags *flag.FlagSet, sub string) *credsFlags {
 		sub:        sub,
 		file:       flags.String("f", "", "the sealed credential file `FILE`"),
 		recipients: flags.String("R", "", "the recipient list `RECIPIENTS`: the servers the file is sealed to"),
-		identity:   flags.String("i", "", "this server's identity file `IDENTITY`"),
+		identity:   flags.String("i", "", "this server's identity file `IDENTITY` (or credential:NAME, a systemd credential)"),
 		vault:      flags.Bool("vault", false, "act on the Vault entries the config names"),
 		config:     flags.String("c", "", "the agent's config file `CONFIG`, which names the Vault (with --vault)"),
 	}
@@ -143,7 +143,7 @@ func loadKeys(e *env, c *credsFlags) (*keys.RecipientList, *keys.Identity, error
 		}
 	}
 	if *c.identity != "" {
-		if id, err = keys.Load(*c.identity); err != nil {
+		if id, err = keys.LoadRef(*c.identity); err != nil {
 			return nil, nil, err
 		}
 	}

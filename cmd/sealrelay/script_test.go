@@ -115,16 +115,19 @@ func runScripts(t *testing.T, names ...string) {
 			e.Setenv("PATH", dir+string(os.PathListSeparator)+e.Getenv("PATH"))
 			return nil
 		},
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"truncate": cmdTruncate,
-			"flipbit":  cmdFlipbit,
-			"catfiles": cmdCatfiles,
-			"exits":    cmdExits,
-			"mode":     cmdMode,
-			"contains": cmdContains,
-		},
+		Cmds:                scriptCmds,
 		RequireExplicitExec: true,
 	})
+}
+
+// scriptCmds are the helper commands the scripts use.
+var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
+	"truncate": cmdTruncate,
+	"flipbit":  cmdFlipbit,
+	"catfiles": cmdCatfiles,
+	"exits":    cmdExits,
+	"mode":     cmdMode,
+	"contains": cmdContains,
 }
 
 func TestScriptKeygen(t *testing.T)         { runScripts(t, "keygen") }

@@ -23,15 +23,27 @@ func openSource(cfg *config.Config, log *slog.Logger) (secrets.Source, error) {
 	cr := cfg.Credentials
 	switch cr.Source {
 	case "age":
-		id, err := keys.Load(cr.Identity)
+		id, err := loadIdentity(cfg, log)
 		if err != nil {
-			return nil, fmt.Errorf("%s: credentials.identity: %w", cfg.File, err)
+			return nil, err
 		}
 		return agefile.NewSource(cr.File, id), nil
 	case "vault":
 		return openVault(cfg, log)
 	}
 	return nil, fmt.Errorf("%s: credentials.source: unknown source %q", cfg.File, cr.Source)
+}
+
+// loadIdentity loads the server identity credentials.identity names (a
+// file, or "credential:NAME" from $CREDENTIALS_DIRECTORY) and logs where it
+// came from and its public key: never key material.
+func loadIdentity(cfg *config.Config, log *slog.Logger) (*keys.Identity, error) {
+	id, err := keys.LoadRef(cfg.Credentials.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("%s: credentials.identity: %w", cfg.File, err)
+	}
+	log.Info("server identity", "source", id.Source(), "public_key", id.PublicKey())
+	return id, nil
 }
 
 // openVault builds the Vault source; the identity is loaded only when
@@ -42,8 +54,8 @@ func openVault(cfg *config.Config, log *slog.Logger) (*vault.Source, error) {
 	var id *keys.Identity
 	if v.Sealed {
 		var err error
-		if id, err = keys.Load(cr.Identity); err != nil {
-			return nil, fmt.Errorf("%s: credentials.identity: %w", cfg.File, err)
+		if id, err = loadIdentity(cfg, log); err != nil {
+			return nil, err
 		}
 	}
 	src, err := vault.New(vault.Config{
