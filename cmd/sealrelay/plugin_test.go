@@ -14,8 +14,8 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/sealrelay/sealrelay/internal/testing/ageplugin"
-	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // Server keys held by an age plugin. age-plugin-sealrelaytest (built by
