@@ -182,7 +182,11 @@ func TestDebianPackage(t *testing.T) {
 // checkouts, say) wait for each other.
 func lockMachine(t *testing.T) {
 	t.Helper()
-	f, err := os.OpenFile("/run/lock/sealrelay-deb-test.lock", os.O_RDWR|os.O_CREATE, 0o600)
+	dir := "/run/lock"
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = "/tmp" // a container without /run/lock
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "sealrelay-deb-test.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
