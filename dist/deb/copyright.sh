@@ -25,9 +25,9 @@ HEAD
 
 cat <<'HEAD'
 
-The sealrelay binary is statically linked: it includes the Go runtime and
-standard library and the Go modules below, each under the license whose
-text follows the list of modules it covers.
+Compiled into the sealrelay binary are the Go runtime and standard library
+and the Go modules below, each under the license whose text follows the
+list of modules it covers.
 HEAD
 modcache=$("$GO" env GOMODCACHE)
 goroot=$("$GO" env GOROOT)
