@@ -7,7 +7,8 @@
 #   make bench          the throughput benchmark against Postfix
 #   make bench-sessions 1000 slow 1 MiB sessions: the agent's peak RSS and open files
 #   make lint           gofmt, go vet, staticcheck
-#   make docs           regenerate docs/config.md, dist/man/*, and the README's generated blocks
+#   make docs           regenerate docs/config.md, dist/man/*, dist/deb/sealrelay.toml, and the README's generated blocks
+#   make deb            the Debian packages sealrelay and sealrelay-mta, into build/deb (DEB_VERSION to set the version)
 
 GO        ?= go
 FUZZTIME  ?= 30s
@@ -17,7 +18,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 export SEALRELAY_CACHE := $(CACHE_DIR)
 
-.PHONY: test deps vault hydra vet lint docs test-fuzz test-crash test-interop bench bench-sessions
+.PHONY: test deps vault hydra vet lint docs deb test-fuzz test-crash test-interop bench bench-sessions
 
 test: deps vault hydra vet
 	$(GO) test -count=1 -timeout 45m ./...
@@ -43,6 +44,14 @@ lint: vet
 # cmd/sealrelay/usage.go); TestDocsUpToDate fails when a file differs.
 docs:
 	$(GO) test -count=1 -run '^TestDocsUpToDate$$' ./cmd/sealrelay -update
+
+# The Debian packages, built with dpkg-deb from a staging tree (see
+# dist/deb/build.sh; README.md, "The Debian package"). The suite builds,
+# lints, installs, upgrades and purges them (dist/deb, as root).
+DEB_VERSION ?=
+DEB_DIR     ?= build/deb
+deb:
+	./dist/deb/build.sh $(if $(DEB_VERSION),-v $(DEB_VERSION)) -o $(DEB_DIR)
 
 # Each fuzz target for FUZZTIME, one at a time (the fuzzer uses every core).
 FUZZ_TARGETS = \

@@ -38,6 +38,8 @@ type Agent struct {
 
 	closeOnce sync.Once
 	svc       atomic.Pointer[service] // set while Run runs under systemd (service.go)
+	attempts  attemptMetrics          // delivery delay and deferrals (metrics.go)
+	draining  atomic.Bool             // Run is stopping: /readyz says so
 }
 
 // Options are the parts of an Agent that do not come from the config file.
@@ -121,6 +123,7 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 		a.closeParts()
 		return nil, fmt.Errorf("%s: listen.address: %w", cfg.File, err)
 	}
+	a.attempts = newAttemptMetrics()
 	a.reg = a.registry()
 	return a, nil
 }
@@ -183,6 +186,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+		h := &health{a: a}
+		mux.HandleFunc("GET /healthz", h.healthz)
+		mux.HandleFunc("GET /readyz", h.readyz)
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		goBG(func() { metricsSrv.Serve(ml) }) //nolint:errcheck // ends with Shutdown
 		a.log.Info("metrics listening", "address", ml.Addr().String())
@@ -196,7 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	qctx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
 	queueDone := make(chan struct{})
-	go func() { a.queue.Run(qctx, a.deliv); close(queueDone) }()
+	go func() { a.queue.Run(qctx, observed{a.deliv, a.attempts}); close(queueDone) }()
 
 	serveErr := make(chan error, 1)
 	accept := watchAccept(a.ln)
@@ -212,6 +218,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			runErr = fmt.Errorf("listener: %w", err)
 		}
 	}
+	a.draining.Store(true)
 	svc.stopping()
 	a.log.Info("stopping: no new connections; finishing sessions and deliveries in progress")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Queue.DrainTimeout.Duration)

@@ -1,8 +1,15 @@
 package agent
 
 import (
+	"context"
+	"slices"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sealrelay/sealrelay/agent/deliver"
+	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
 // registry exposes the counters each part keeps (their Stats methods) as
@@ -26,6 +33,7 @@ func (a *Agent) registry() *prometheus.Registry {
 		func() uint64 { return a.smtp.Stats().ConnectionErrors })
 	reg.MustRegister(&rejectedCollector{a: a, desc: prometheus.NewDesc("sealrelay_smtpd_rejected_total",
 		"Inbound commands or messages refused, by reason.", []string{"reason"}, nil)})
+	reg.MustRegister(newQueueCollector(a.queue), a.attempts.delay, a.attempts.deferrals)
 
 	counter("spool_accepted_total", "Messages written to the spool.", func() uint64 { return a.queue.Stats().Accepted })
 	counter("spool_delivered_total", "Recipients delivered.", func() uint64 { return a.queue.Stats().Delivered })
@@ -77,4 +85,157 @@ func (c *rejectedCollector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range c.a.smtp.Stats().Rejected {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), string(reason))
 	}
+}
+
+// Queue metrics, read from the spool at each scrape, as postfix_exporter's
+// showq metrics give them for Postfix: messages and recipients by state
+// (active, pending, deferred, held), and the age and size of the messages
+// in each state.
+var (
+	queueAgeBuckets  = []float64{60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 48 * 3600, 120 * 3600}
+	queueSizeBuckets = prometheus.ExponentialBuckets(1024, 4, 8) // 1 KiB to 16 MiB
+	// delayBuckets are for the delay from receipt to delivery: most mail
+	// goes within a second, deferred mail within minutes to days.
+	delayBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600}
+)
+
+// queueCollector exposes spool.Census.
+type queueCollector struct {
+	q                       *spool.Queue
+	messages, recipients    *prometheus.Desc
+	age, size, oldest       *prometheus.Desc
+	ageBuckets, sizeBuckets []float64
+}
+
+func newQueueCollector(q *spool.Queue) *queueCollector {
+	state := []string{"state"}
+	return &queueCollector{
+		q:          q,
+		messages:   prometheus.NewDesc("sealrelay_queue_messages", "Messages in the queue, by state: active (being delivered), pending (not yet tried), deferred (waiting for a retry), held (failed, no DSN possible).", state, nil),
+		recipients: prometheus.NewDesc("sealrelay_queue_recipients", "Recipients still to deliver in the queue's messages, by the message's state; for held messages, the failed recipients.", state, nil),
+		age:        prometheus.NewDesc("sealrelay_queue_message_age_seconds", "Time since each queued message was received, by state.", state, nil),
+		size:       prometheus.NewDesc("sealrelay_queue_message_size_bytes", "Size of each queued message, by state.", state, nil),
+		oldest:     prometheus.NewDesc("sealrelay_queue_oldest_message_age_seconds", "Age of the oldest message in each state; 0 when there is none.", state, nil),
+		ageBuckets: queueAgeBuckets, sizeBuckets: queueSizeBuckets,
+	}
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.messages, c.recipients, c.age, c.size, c.oldest} {
+		ch <- d
+	}
+}
+
+// stateCensus adds up the items in one state.
+type stateCensus struct {
+	messages, recipients int
+	age, size            histogram
+	oldest               float64
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	by := map[spool.ItemState]*stateCensus{}
+	for _, st := range spool.ItemStates() {
+		by[st] = &stateCensus{age: newHistogram(c.ageBuckets), size: newHistogram(c.sizeBuckets)}
+	}
+	c.q.Census(func(it spool.CensusItem) {
+		s := by[it.State]
+		age := max(now.Sub(it.Received).Seconds(), 0)
+		s.messages++
+		s.recipients += it.Recipients
+		s.age.observe(age)
+		s.size.observe(float64(it.Size))
+		s.oldest = max(s.oldest, age)
+	})
+	for st, s := range by {
+		l := string(st)
+		ch <- prometheus.MustNewConstMetric(c.messages, prometheus.GaugeValue, float64(s.messages), l)
+		ch <- prometheus.MustNewConstMetric(c.recipients, prometheus.GaugeValue, float64(s.recipients), l)
+		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, s.oldest, l)
+		ch <- s.age.metric(c.age, l)
+		ch <- s.size.metric(c.size, l)
+	}
+}
+
+// histogram counts observations into fixed buckets, for a histogram
+// computed afresh at each scrape.
+type histogram struct {
+	upper  []float64
+	counts []uint64 // per bucket, not cumulative
+	n      uint64
+	sum    float64
+}
+
+func newHistogram(upper []float64) histogram {
+	return histogram{upper: upper, counts: make([]uint64, len(upper))}
+}
+
+func (h *histogram) observe(v float64) {
+	h.n++
+	h.sum += v
+	if i, _ := slices.BinarySearch(h.upper, v); i < len(h.upper) {
+		h.counts[i]++
+	}
+}
+
+func (h *histogram) metric(d *prometheus.Desc, label string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.upper))
+	var cum uint64
+	for i, u := range h.upper {
+		cum += h.counts[i]
+		buckets[u] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, h.n, h.sum, buckets, label)
+}
+
+// attemptMetrics are what delivery attempts show: the delay from receipt
+// to delivery, and the deferrals by reason.
+type attemptMetrics struct {
+	delay     prometheus.Histogram
+	deferrals *prometheus.CounterVec
+}
+
+func newAttemptMetrics() attemptMetrics {
+	m := attemptMetrics{
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "sealrelay", Name: "delivery_delay_seconds",
+			Help: "Time from a message's receipt to its delivery, for each recipient delivered.", Buckets: delayBuckets}),
+		deferrals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "sealrelay", Name: "delivery_deferrals_total",
+			Help: "Recipient attempts that failed temporarily, by reason."}, []string{"reason"}),
+	}
+	for _, r := range deliver.Reasons() {
+		m.deferrals.WithLabelValues(r)
+	}
+	return m
+}
+
+// observed is the Deliverer the spool runs: d, with each attempt's
+// results counted in m.
+type observed struct {
+	d spool.Deliverer
+	m attemptMetrics
+}
+
+func (o observed) Deliver(ctx context.Context, del *spool.Delivery) []spool.RcptResult {
+	res := o.d.Deliver(ctx, del)
+	now := time.Now()
+	for _, r := range res {
+		switch r.Status {
+		case spool.Delivered:
+			o.m.delay.Observe(max(now.Sub(del.Received).Seconds(), 0))
+		case spool.Temporary:
+			o.m.deferrals.WithLabelValues(knownReason(r.Reason)).Inc()
+		}
+	}
+	return res
+}
+
+// knownReason maps a result's reason to a metric label: one of
+// deliver.Reasons(), or "other" for anything else, so that the label set
+// stays bounded whatever a Deliverer returns.
+func knownReason(reason string) string {
+	if slices.Contains(deliver.Reasons(), reason) {
+		return reason
+	}
+	return deliver.ReasonOther
 }

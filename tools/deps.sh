@@ -9,7 +9,9 @@
 # systemd-analyze (systemd) to verify and rate the unit in dist/systemd,
 # bubblewrap and the kernel's syscall numbers (linux-libc-dev) for the
 # test that runs the agent in the unit's sandbox (internal/testing/sandbox); mandoc,
-# which lints the generated manual pages (dist/man, TestManPagesLint).
+# which lints the generated manual pages (dist/man, TestManPagesLint);
+# dpkg-dev (dpkg-buildflags, dpkg-shlibdeps) and lintian, with which
+# `make deb` builds and the suite checks the Debian packages (dist/deb).
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -21,7 +23,7 @@ installed swaks || want+=(swaks)
 installed mandoc || want+=(mandoc)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
-for p in bubblewrap linux-libc-dev; do
+for p in bubblewrap linux-libc-dev dpkg-dev lintian adduser; do
   installed "$p" || want+=("$p")
 done
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then

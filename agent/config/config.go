@@ -31,7 +31,7 @@ type Config struct {
 	DataDir        string `toml:"data_dir" doc:"The agent's own directory, for the spool and the control socket. It must belong to the user the agent runs as and be writable by no one else."`
 	LogFormat      string `toml:"log_format" doc:"The format of the log on standard error: text or json."`
 	LogLevel       string `toml:"log_level" doc:"The least severe level logged: debug, info, warn or error."`
-	MetricsAddress string `toml:"metrics_address" doc:"The host:port serving /metrics (Prometheus); empty: none."`
+	MetricsAddress string `toml:"metrics_address" doc:"The host:port serving /metrics (Prometheus), /healthz and /readyz; empty: none."`
 
 	Listen      Listen      `toml:"listen" doc:"The inbound SMTP listener for local applications."`
 	Relays      []Relay     `toml:"relay" doc:"An upstream relay host. At least one is needed; several are tried in order (failover)."`

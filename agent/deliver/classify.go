@@ -3,6 +3,7 @@ package deliver
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/emersion/go-smtp"
 
@@ -63,4 +64,18 @@ func authProblem(se *smtp.SMTPError) bool {
 	}
 	e := se.EnhancedCode
 	return e[0] == 5 && e[1] == 7 && (e[2] == 0 || e[2] == 8 || e[2] == 9 || e[2] == 11)
+}
+
+// okReply describes the relay's 250 to the data, whose text (without the
+// code) is text: the code, the enhanced code ("2.0.0", "" if the reply had
+// none) and the reply's first line. The spool makes it safe to log.
+func okReply(text string) (code int, enhanced, reply string) {
+	first, _, _ := strings.Cut(text, "\n")
+	if e, _, ok := strings.Cut(first, " "); ok {
+		var c smtp.EnhancedCode
+		if n, _ := fmt.Sscanf(e, "%d.%d.%d", &c[0], &c[1], &c[2]); n == 3 && c[0] == 2 {
+			enhanced = fmt.Sprintf("%d.%d.%d", c[0], c[1], c[2])
+		}
+	}
+	return 250, enhanced, "250 " + first
 }

@@ -11,18 +11,19 @@ import (
 	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
-// data sends the message body and returns the relay's final reply.
-func (cn *conn) data(m *spool.Delivery) error {
+// data sends the message body and returns the relay's final reply: its
+// text on success ("2.0.0 Ok: queued as 4ZxYw"), else the error.
+func (cn *conn) data(m *spool.Delivery) (string, error) {
 	body, err := m.Open()
 	if err != nil {
 		// Nothing was sent after RCPT; the transaction stays open, so put
 		// closes the connection.
-		return &localError{fmt.Errorf("open spooled message %s: %w", m.ID, err)}
+		return "", &localError{fmt.Errorf("open spooled message %s: %w", m.ID, err)}
 	}
 	defer body.Close()
 	w, err := cn.c.Data()
 	if err != nil {
-		return err
+		return "", err
 	}
 	src := &errReader{r: body}
 	buf := copyBufs.Get().(*[]byte)
@@ -34,16 +35,19 @@ func (cn *conn) data(m *spool.Delivery) error {
 		cn.broken = true
 		cn.raw.Close()
 		if src.err != nil {
-			return &localError{fmt.Errorf("read spooled message %s: %w", m.ID, src.err)}
+			return "", &localError{fmt.Errorf("read spooled message %s: %w", m.ID, src.err)}
 		}
-		return err
+		return "", err
 	}
-	err = w.Close()
+	resp, err := w.CloseWithResponse()
 	var se *smtp.SMTPError
 	if err == nil || errors.As(err, &se) {
 		cn.inTransaction = false // the reply to the data ends the transaction
 	}
-	return err
+	if err != nil {
+		return "", err
+	}
+	return resp.StatusText, nil
 }
 
 // copyBufs are the buffers message bodies are sent through.

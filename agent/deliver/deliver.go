@@ -287,6 +287,7 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.RcptResult {
 	d.st.attempts.Add(1)
 	res := d.deliver(ctx, m)
+	setReasons(res)
 	for _, r := range res {
 		switch r.Status {
 		case spool.Delivered:
@@ -302,9 +303,10 @@ func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 
 func (d *Deliverer) deliver(ctx context.Context, m *spool.Delivery) []spool.RcptResult {
 	if d.closed.Load() {
-		return allResults(m, spool.Temporary, errors.New("delivery is shutting down"), "")
+		return allResults(m, spool.Temporary, errShuttingDown, "")
 	}
 	var failures []string
+	var errs []error
 	for _, r := range d.relays {
 		res, err := r.deliver(ctx, m)
 		if err == nil {
@@ -313,13 +315,24 @@ func (d *Deliverer) deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 		d.st.connFailures.Add(1)
 		d.log.Warn("relay unusable for this attempt", "relay", r.cfg.Name, "address", r.cfg.Address, "id", m.ID, "err", err)
 		failures = append(failures, fmt.Sprintf("relay %s (%s): %v", r.cfg.Name, r.cfg.Address, err))
+		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	err := fmt.Errorf("no relay could take the message: %s", strings.Join(failures, "; "))
+	err := &noRelayError{text: "no relay could take the message: " + strings.Join(failures, "; "), errs: errs}
 	return allResults(m, spool.Temporary, err, "")
 }
+
+// noRelayError is the failure of every relay; it wraps each relay's error
+// so that the reason can be told (the first relay's).
+type noRelayError struct {
+	text string
+	errs []error
+}
+
+func (e *noRelayError) Error() string   { return e.text }
+func (e *noRelayError) Unwrap() []error { return e.errs }
 
 func allResults(m *spool.Delivery, st spool.Status, err error, relay string) []spool.RcptResult {
 	res := make([]spool.RcptResult, len(m.To))

@@ -402,8 +402,9 @@ func TestPerRecipientResults(t *testing.T) {
 }
 
 // TestResultsCarryReplyCodes: each recipient's result carries the reply
-// code and enhanced code the relay answered, for the spool's DSN; a
-// recipient no reply failed carries none.
+// code and enhanced code the relay answered, for the spool's DSN and the
+// log line, and a failed one the reason; a delivered one carries the
+// relay's reply to the data.
 func TestResultsCarryReplyCodes(t *testing.T) {
 	u := startUpstream(t, upstream.Config{Behavior: upstream.Behavior{Rules: []upstream.Rule{
 		{Command: "RCPT", Contains: "reject", Reply: upstream.ErrRejectRcpt},
@@ -413,16 +414,19 @@ func TestResultsCarryReplyCodes(t *testing.T) {
 	h := newDeliverer(t, newCreds(testPass), relayTo(u, AuthRequired))
 	res := h.d.Deliver(context.Background(), message("ok@example.net", "reject-me@example.net", "busy@example.net", "plain@example.net"))
 	type codes struct {
-		code     int
-		enhanced string
+		code             int
+		enhanced, reason string
 	}
 	var got []codes
 	for _, r := range res {
-		got = append(got, codes{r.Code, r.Enhanced})
+		got = append(got, codes{r.Code, r.Enhanced, r.Reason})
 	}
-	want := []codes{{0, ""}, {550, "5.1.1"}, {450, "4.2.1"}, {554, ""}}
+	want := []codes{{250, "2.0.0", ""}, {550, "5.1.1", ReasonRelay5xx}, {450, "4.2.1", ReasonRelay4xx}, {554, "", ReasonRelay5xx}}
 	if !slices.Equal(got, want) {
 		t.Errorf("reply codes = %v, want %v", got, want)
+	}
+	if r := res[0].Reply; !strings.HasPrefix(r, "250 2.0.0 ") {
+		t.Errorf("reply to the data = %q, want the relay's 250 2.0.0 ...", r)
 	}
 }
 

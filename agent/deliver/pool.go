@@ -3,7 +3,6 @@ package deliver
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -18,6 +17,7 @@ type relay struct {
 	cfg     Relay
 	d       *Deliverer
 	tlsConf *tls.Config
+	health  relayHealth
 
 	mu      sync.Mutex
 	idle    []*conn       // most recently used last
@@ -41,7 +41,7 @@ func (r *relay) acquire(ctx context.Context, fresh bool) (*conn, error) {
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			return nil, errors.New("delivery is shutting down")
+			return nil, errShuttingDown
 		}
 		n := len(r.idle)
 		if n > 0 && !fresh {
@@ -145,6 +145,7 @@ func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err
 		}
 		if cn == nil {
 			cn, est, err := r.establish(ctx)
+			r.health.note(err, time.Now())
 			if err != nil {
 				r.release()
 				return nil, false, err
@@ -158,6 +159,7 @@ func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err
 			return cn, false, nil
 		}
 		if r.reusable(cn) {
+			r.health.note(nil, time.Now())
 			r.d.st.reused.Add(1)
 			return cn, true, nil
 		}

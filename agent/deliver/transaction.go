@@ -118,10 +118,12 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 		return res, retryNone
 	}
 
-	err := cn.data(m)
+	text, err := cn.data(m)
 	if err == nil {
+		code, enhanced, reply := okReply(text)
 		for _, i := range accepted {
 			res[i].Status, res[i].Err = spool.Delivered, nil
+			res[i].Code, res[i].Enhanced, res[i].Reply = code, enhanced, reply
 		}
 		return res, retryNone
 	}

@@ -63,6 +63,14 @@ type RcptResult struct {
 	// none. A failed recipient's DSN status and diagnostic come from them.
 	Code     int
 	Enhanced string
+	// Reason names why a recipient was not delivered, from a small fixed
+	// set the Deliverer defines ("connect", "auth", "relay_4xx"...), for
+	// the log and metric labels; "" when delivered.
+	Reason string
+	// Reply is the relay's reply to the data of a delivered recipient, on
+	// one line ("250 2.0.0 Ok: queued as 4ZxYw"), for the log: the
+	// relay's own queue ID follows the message there.
+	Reply string
 }
 
 // Deliverer delivers messages for the spool. agent/deliver implements it;

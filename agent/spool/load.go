@@ -59,6 +59,10 @@ func (q *Queue) load(old []*segment) error {
 		if (name == quarantineDir || name == journalDir) && e.IsDir() {
 			continue
 		}
+		if name == probeName+tmpSuffix {
+			os.Remove(path) // a ProbeWrite cut short
+			continue
+		}
 		if base, ok := strings.CutSuffix(name, tmpSuffix); ok {
 			if _, _, ok := itemFile(base); ok {
 				// A Put or envelope rewrite that never finished: not

@@ -55,7 +55,8 @@ type Queue struct {
 	mem   budget // for the bodies of messages being received
 	stats counters
 
-	probe chan chan struct{} // liveness probes Run answers (Alive)
+	probe   chan chan struct{} // liveness probes Run answers (Alive)
+	probeMu sync.Mutex         // one ProbeWrite at a time
 }
 
 // Open opens the spool in opt.Dir, creating it (mode 0700) if needed, and

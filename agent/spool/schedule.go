@@ -193,27 +193,31 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 	env.Attempts++
 	env.LastAttempt = now
 	env.LastError = ""
+	outcomes := make([]RcptResult, len(pending))
+	defer func() {
+		for k, i := range pending {
+			q.logAttempt(env, &env.Recipients[i], outcomes[k], now)
+		}
+	}()
 	for k, i := range pending {
 		r := &env.Recipients[i]
 		res := RcptResult{Status: Temporary, Err: fmt.Errorf("no result from the deliverer for this recipient")}
 		if k < len(results) {
 			res = results[k]
 		}
+		outcomes[k] = res
 		switch res.Status {
 		case Delivered:
 			r.State, r.LastError = StateDelivered, ""
 			q.stats.delivered.Add(1)
-			q.log.Info("spool: delivered", "id", env.ID, "rcpt", r.Address, "relay", res.Relay, "attempt", env.Attempts)
 		case Permanent:
 			r.State = StateFailed
 			r.LastError = orText(errorText(res.Err), "permanent failure")
 			r.Status, r.ReplyCode = failureStatus(res), failureCode(res)
 			q.stats.failed.Add(1)
-			q.log.Warn("spool: delivery failed", "id", env.ID, "rcpt", r.Address, "relay", res.Relay, "status", r.Status, "err", r.LastError)
 		default: // Temporary, and anything a Deliverer should not return
 			r.LastError = orText(errorText(res.Err), "temporary failure")
 			q.stats.deferred.Add(1)
-			q.log.Info("spool: delivery deferred", "id", env.ID, "rcpt", r.Address, "relay", res.Relay, "attempt", env.Attempts, "err", r.LastError)
 		}
 		if env.LastError == "" && r.LastError != "" {
 			env.LastError = r.LastError
@@ -230,7 +234,6 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 			r.LastError = oneLine(fmt.Sprintf("expired after %s in the queue; last error: %s", q.opt.MaxLifetime, r.LastError), maxErrorBytes)
 			q.stats.failed.Add(1)
 			q.stats.expired.Add(1)
-			q.log.Warn("spool: delivery expired", "id", env.ID, "rcpt", r.Address, "err", r.LastError)
 		}
 		return
 	}

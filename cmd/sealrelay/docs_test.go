@@ -42,7 +42,34 @@ func generatedDocs() []generatedDoc {
 		{"docs/config.md", "", docgen.ConfigMarkdown(ref)},
 		{"dist/man/sealrelay.8", "", manPage().Roff()},
 		{"dist/man/sealrelay.toml.5", "", docgen.ConfigPage(ref, defaultConfig).Roff()},
+		{"dist/deb/sealrelay.toml", "", packageConfig(ref)},
 	}
+}
+
+// packageConfig is the example config the Debian package installs as
+// /etc/sealrelay/sealrelay.toml: the reference's example, with the steps
+// before the first start, and hostname left to its default (the host's
+// name) rather than the example's.
+func packageConfig(ref []config.Table) []byte {
+	head := `# sealrelay.toml: the sealrelay agent's configuration. It holds no secret,
+# only where the secrets are. Every key is shown with its default or an
+# example; sealrelay.toml(5) describes each. Before the first start:
+#
+#   sealrelay keygen -o /etc/sealrelay/identity.txt
+#   chown sealrelay: /etc/sealrelay/identity.txt
+#   (add the public key it prints to the recipient list, and seal the relay
+#   password into /etc/sealrelay/credentials.age: sealrelay(8), creds set)
+#   set the [[relay]] table below, then
+#   runuser -u sealrelay -- sealrelay check -c /etc/sealrelay/sealrelay.toml
+#   systemctl enable --now sealrelay
+
+`
+	ex := docgen.ConfigExample(ref)
+	ex = bytes.Replace(ex, []byte("\nhostname = "), []byte("\n# hostname = "), 1)
+	if bytes.HasPrefix(ex, []byte("hostname = ")) {
+		ex = append([]byte("# "), ex...)
+	}
+	return append([]byte(head), ex...)
 }
 
 // TestDocsUpToDate: the config reference (docs/config.md, the README's

@@ -137,6 +137,10 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// version is set at link time by packagers (-ldflags "-X main.version=V",
+// as dist/deb/build.sh does); empty, the module's version is printed.
+var version string
+
 func cmdVersion(e *env, args []string) error {
 	if len(args) != 0 {
 		return usagef("version takes no arguments")
@@ -144,6 +148,9 @@ func cmdVersion(e *env, args []string) error {
 	v := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		v = bi.Main.Version
+	}
+	if version != "" {
+		v = version
 	}
 	fmt.Fprintf(e.stdout, "sealrelay %s\n", v)
 	return nil
