@@ -52,6 +52,7 @@ func Parse(data []byte, file string) (*Config, error) {
 	// its own keys are applied.
 	var raw struct {
 		Relays []toml.Primitive `toml:"relay"`
+		Routes []toml.Primitive `toml:"route"`
 	}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
 	if err != nil {
@@ -68,6 +69,14 @@ func Parse(data []byte, file string) (*Config, error) {
 			return nil, tomlError(file, err)
 		}
 		c.Relays = append(c.Relays, r)
+	}
+	c.Routes = nil
+	for i, p := range raw.Routes {
+		r := defaultRoute(i)
+		if err := md.PrimitiveDecode(p, &r); err != nil {
+			return nil, tomlError(file, err)
+		}
+		c.Routes = append(c.Routes, r)
 	}
 	for _, k := range md2.Undecoded() {
 		return nil, &Error{File: file, Key: k.String(), Msg: "unknown key"}

@@ -17,6 +17,8 @@ func (c *Config) validate() error {
 		c.validateTop,
 		c.validateListen,
 		c.validateRelays,
+		c.validateRoutes,
+		c.validateSendmail,
 		c.validateCredentials,
 		c.validateInsecure,
 		c.validateQueue,
