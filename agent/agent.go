@@ -66,6 +66,7 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 	a.deliv, err = deliver.New(deliver.Options{
 		Hostname:    cfg.Hostname,
 		Relays:      relays,
+		Routes:      DeliverRoutes(cfg),
 		Credentials: a.store,
 		Logger:      log.With("component", "deliver"),
 	})
@@ -272,7 +273,31 @@ func DeliverRelays(c *config.Config) ([]deliver.Relay, error) {
 			IdleTimeout:        r.IdleTimeout.Duration,
 			ConnectTimeout:     r.ConnectTimeout.Duration,
 			CommandTimeout:     r.CommandTimeout.Duration,
+			Limits:             deliverLimits(r.Limits),
 		})
 	}
 	return out, nil
+}
+
+// DeliverRoutes converts the [[route]] tables of c for the delivery code.
+func DeliverRoutes(c *config.Config) []deliver.Route {
+	var out []deliver.Route
+	for _, r := range c.Routes {
+		out = append(out, deliver.Route{
+			Name:             r.Name,
+			Senders:          r.Senders,
+			RecipientDomains: r.RecipientDomains,
+			Relays:           r.Relays,
+			Limits:           deliverLimits(r.Limits),
+		})
+	}
+	return out
+}
+
+func deliverLimits(l config.Limits) deliver.Limits {
+	return deliver.Limits{
+		MessagesPerMinute:    l.MaxMessagesPerMinute,
+		MessagesPerSecond:    l.MaxMessagesPerSecond,
+		RecipientsPerMessage: l.MaxRecipientsPerMessage,
+	}
 }

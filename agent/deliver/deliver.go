@@ -109,6 +109,9 @@ type Relay struct {
 	// default DefaultCommandTimeout. The reply after the data may take twice
 	// as long.
 	CommandTimeout time.Duration
+	// Limits are the relay's outbound rate limits; above them mail waits
+	// (a Waiting result), it does not go to the next relay.
+	Limits Limits
 }
 
 // Credentials is where relay credentials come from. *secrets.Store
@@ -122,8 +125,11 @@ type Credentials interface {
 type Options struct {
 	// Hostname is the EHLO name; default os.Hostname().
 	Hostname string
-	// Relays are tried in order.
+	// Relays are tried in order, unless Routes say otherwise.
 	Relays []Relay
+	// Routes pick the relays for some senders and recipient domains; the
+	// last must take all mail. None: every relay, in order, for all mail.
+	Routes []Route
 	// Credentials is required when a relay names a Credential.
 	Credentials Credentials
 	// Logger defaults to slog.Default().
@@ -136,6 +142,7 @@ type Stats struct {
 	Delivered uint64 // recipients delivered
 	Deferred  uint64 // recipients given a Temporary result
 	Failed    uint64 // recipients given a Permanent result
+	Waiting   uint64 // recipients a rate limit held back (a Waiting result)
 
 	AuthOK        uint64 // successful AUTH exchanges
 	AuthFailures  uint64 // AUTH exchanges the relay refused or that broke
@@ -153,7 +160,7 @@ type Stats struct {
 }
 
 type counters struct {
-	attempts, delivered, deferred, failed           atomic.Uint64
+	attempts, delivered, deferred, failed, waiting  atomic.Uint64
 	authOK, authFailures, authRetries, authFallback atomic.Uint64
 	tlsFailures, connFailures                       atomic.Uint64
 	opened, reused, stale, broken, idleClosed       atomic.Uint64
@@ -165,6 +172,7 @@ type Deliverer struct {
 	creds    Credentials
 	log      *slog.Logger
 	relays   []*relay
+	routes   []*route
 	st       counters
 
 	closed    atomic.Bool
@@ -205,6 +213,10 @@ func New(opt Options) (*Deliverer, error) {
 			return nil, fmt.Errorf("relay %q: %w", name, err)
 		}
 		d.relays = append(d.relays, r)
+	}
+	var err error
+	if d.routes, err = newRoutes(opt.Routes, d.relays); err != nil {
+		return nil, err
 	}
 	d.wg.Add(1)
 	go d.janitor()
@@ -277,6 +289,7 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 	return &relay{
 		cfg:     rc,
 		d:       d,
+		lim:     newLimiter(rc.Limits, "relay "+rc.Name),
 		tlsConf: &tls.Config{RootCAs: rc.RootCAs, ServerName: serverName, MinVersion: tls.VersionTLS12},
 		changed: make(chan struct{}),
 	}, nil
@@ -293,6 +306,8 @@ func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 			d.st.delivered.Add(1)
 		case spool.Permanent:
 			d.st.failed.Add(1)
+		case spool.Waiting:
+			d.st.waiting.Add(1)
 		default:
 			d.st.deferred.Add(1)
 		}
@@ -300,25 +315,26 @@ func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 	return res
 }
 
+// deliver splits m's recipients by route, in the order their routes first
+// appear, and sends each group through its route.
 func (d *Deliverer) deliver(ctx context.Context, m *spool.Delivery) []spool.RcptResult {
 	if d.closed.Load() {
 		return allResults(m, spool.Temporary, errors.New("delivery is shutting down"), "")
 	}
-	var failures []string
-	for _, r := range d.relays {
-		res, err := r.deliver(ctx, m)
-		if err == nil {
-			return res
+	var order []*route
+	groups := map[*route][]int{}
+	for i, to := range m.To {
+		rt := d.routeFor(m.From, to)
+		if _, ok := groups[rt]; !ok {
+			order = append(order, rt)
 		}
-		d.st.connFailures.Add(1)
-		d.log.Warn("relay unusable for this attempt", "relay", r.cfg.Name, "address", r.cfg.Address, "id", m.ID, "err", err)
-		failures = append(failures, fmt.Sprintf("relay %s (%s): %v", r.cfg.Name, r.cfg.Address, err))
-		if ctx.Err() != nil {
-			break
-		}
+		groups[rt] = append(groups[rt], i)
 	}
-	err := fmt.Errorf("no relay could take the message: %s", strings.Join(failures, "; "))
-	return allResults(m, spool.Temporary, err, "")
+	res := make([]spool.RcptResult, len(m.To))
+	for _, rt := range order {
+		d.deliverRoute(ctx, rt, m, groups[rt], res)
+	}
+	return res
 }
 
 func allResults(m *spool.Delivery, st spool.Status, err error, relay string) []spool.RcptResult {
@@ -333,7 +349,7 @@ func allResults(m *spool.Delivery, st spool.Status, err error, relay string) []s
 func (d *Deliverer) Stats() Stats {
 	s := &d.st
 	return Stats{
-		Attempts: s.attempts.Load(), Delivered: s.delivered.Load(), Deferred: s.deferred.Load(), Failed: s.failed.Load(),
+		Attempts: s.attempts.Load(), Delivered: s.delivered.Load(), Deferred: s.deferred.Load(), Failed: s.failed.Load(), Waiting: s.waiting.Load(),
 		AuthOK: s.authOK.Load(), AuthFailures: s.authFailures.Load(), AuthRetries: s.authRetries.Load(), AuthFallbacks: s.authFallback.Load(),
 		TLSFailures: s.tlsFailures.Load(), ConnectionFailures: s.connFailures.Load(),
 		ConnectionsOpened: s.opened.Load(), ConnectionsReused: s.reused.Load(),

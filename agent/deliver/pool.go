@@ -18,6 +18,7 @@ type relay struct {
 	cfg     Relay
 	d       *Deliverer
 	tlsConf *tls.Config
+	lim     *limiter // the relay's message rate; nil: none
 
 	mu      sync.Mutex
 	idle    []*conn       // most recently used last
