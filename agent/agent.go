@@ -17,6 +17,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
+	"github.com/sealrelay/sealrelay/agent/maildrop"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/roots"
@@ -35,6 +36,7 @@ type Agent struct {
 	smtp  *smtpd.Server
 	ln    net.Listener
 	reg   *prometheus.Registry
+	drop  *maildrop.Pickup
 
 	closeOnce sync.Once
 	svc       atomic.Pointer[service] // set while Run runs under systemd (service.go)
@@ -96,6 +98,11 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 	})
 	if err != nil {
 		a.deliv.Close()
+		return nil, err
+	}
+
+	if a.drop, err = newPickup(cfg, a.queue, log); err != nil {
+		a.closeParts()
 		return nil, err
 	}
 
@@ -199,6 +206,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	queueDone := make(chan struct{})
 	go func() { a.queue.Run(qctx, a.deliv); close(queueDone) }()
 
+	// The maildrop's pickup stops before the spool does: it puts into it.
+	dctx, stopDrop := context.WithCancel(bg)
+	dropDone := make(chan struct{})
+	go func() { a.drop.Run(dctx); close(dropDone) }()
+
 	serveErr := make(chan error, 1)
 	accept := watchAccept(a.ln)
 	go func() { serveErr <- a.smtp.Serve(accept) }()
@@ -218,6 +230,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Queue.DrainTimeout.Duration)
 	a.smtp.Shutdown(sctx) //nolint:errcheck // best effort within the drain time
 	cancel()
+	stopDrop()
+	<-dropDone
 	stopQueue()
 	<-queueDone
 	ctl.Close()
