@@ -19,9 +19,9 @@ type Limits struct {
 // recipient domain matches. docs/routes.md describes how routes are
 // chosen.
 type Route struct {
-	Name             string   `toml:"name" default:"route1, route2 ... by position" example:"\"partners\"" doc:"The route's name in logs."`
-	Senders          []string `toml:"senders" example:"[\"*@sales.example.com\", \"ceo@example.com\"]" doc:"Envelope senders the route takes: an address, @domain (any sender there), a wildcard with * (*@example.com), or <> for the null sender. Empty: any sender."`
-	RecipientDomains []string `toml:"recipient_domains" example:"[\"partner.example\", \".partner.example\"]" doc:"Recipient domains the route takes: example.com, .example.com for its subdomains, or * for all. Empty: any domain. With both lists set, a recipient needs a sender and a domain that match."`
+	Name             string   `toml:"name" default:"route1, route2 ... by position" example:"\"all\"" doc:"The route's name in logs."`
+	Senders          []string `toml:"senders" doc:"Envelope senders the route takes: an address, @domain (any sender there), a wildcard with * (*@example.com), or <> for the null sender. Empty: any sender."`
+	RecipientDomains []string `toml:"recipient_domains" doc:"Recipient domains the route takes: example.com, .example.com for its subdomains, or * for all. Empty: any domain. With both lists set, a recipient needs a sender and a domain that match."`
 	Relays           []string `toml:"relays" default:"every [[relay]], in order" example:"[\"primary\"]" doc:"The names of the [[relay]] tables that take the route's mail, tried in order (failover); their credentials are theirs as usual."`
 
 	Limits

@@ -41,6 +41,7 @@ func generatedDocs() []generatedDoc {
 		{"README.md", "commands", fence("", []byte(overview()))},
 		{"docs/config.md", "", docgen.ConfigMarkdown(ref)},
 		{"dist/man/sealrelay.8", "", manPage().Roff()},
+		{"dist/man/sealrelay-sendmail.8", "", sendmailManPage().Roff()},
 		{"dist/man/sealrelay.toml.5", "", docgen.ConfigPage(ref, defaultConfig).Roff()},
 	}
 }
@@ -220,7 +221,7 @@ where the fix is known.`),
 				file(agent.ControlSocket(d.DataDir), "the running agent's control socket, for queue retry and delete"),
 			}},
 			{Name: "SEE ALSO", Blocks: []docgen.Block{
-				docgen.Roff(string(docgen.Bold("sealrelay.toml")) + "(5), " + string(docgen.Bold("age")) + "(1), " + string(docgen.Bold("age-keygen")) + "(1)"),
+				docgen.Roff(string(docgen.Bold("sealrelay.toml")) + "(5), " + string(docgen.Bold("sealrelay-sendmail")) + "(8), " + string(docgen.Bold("age")) + "(1), " + string(docgen.Bold("age-keygen")) + "(1)"),
 			}},
 		},
 	}
