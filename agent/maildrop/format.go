@@ -95,24 +95,27 @@ func Submit(dir string, env Envelope, msg []byte) (string, error) {
 	}
 	path := filepath.Join(dir, name)
 	// The directory fsync of Commit needs to open the directory, which a
-	// user who may not list it cannot: then syncfs(2) of the file's file
-	// system makes the rename durable instead.
+	// user who may not list it cannot: then syncfs(2) of the file system,
+	// through the file itself (opened before the rename: once renamed,
+	// the agent may take and remove it at once), makes the rename durable
+	// instead.
+	var keep *os.File
 	syncDir := func() error {
 		err := safeio.SyncDir(dir)
 		if !errors.Is(err, fs.ErrPermission) {
 			return err
 		}
-		f, oerr := os.Open(path)
-		if oerr != nil {
-			return oerr
-		}
-		defer f.Close()
-		return unix.Syncfs(int(f.Fd()))
+		return unix.Syncfs(int(keep.Fd()))
 	}
 	f, err := safeio.Create(path, safeio.Options{Mode: 0o640, SyncDir: syncDir})
 	if err != nil {
 		return "", &SubmitError{"create", dir, err}
 	}
+	if keep, err = os.Open(f.TempName()); err != nil {
+		f.Abort()
+		return "", &SubmitError{"create", dir, err}
+	}
+	defer keep.Close()
 	w := bufio.NewWriter(f)
 	w.WriteString(magic)
 	w.Write(head)

@@ -407,30 +407,53 @@ func cutHeaderName(line []byte) (string, bool) {
 // headerAddresses reads an address list: RFC 5322 addresses and groups,
 // and, as sendmail programs take them, bare local names ("root").
 func headerAddresses(v string) ([]string, error) {
-	list, err := mail.ParseAddressList(v)
-	if err == nil {
-		var out []string
-		for _, a := range list {
-			out = append(out, a.Address)
-		}
-		return out, nil
-	}
 	var out []string
-	for _, part := range strings.Split(v, ",") {
+	for _, part := range splitAddressList(v) {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
 		}
-		if a, perr := mail.ParseAddress(part); perr == nil {
-			out = append(out, a.Address)
+		list, err := mail.ParseAddressList(part)
+		if err != nil {
+			if strings.ContainsAny(part, "@<>\"():; \t") {
+				return nil, err
+			}
+			out = append(out, part) // a local name; the agent adds the domain
 			continue
 		}
-		if strings.ContainsAny(part, "@<>\"(): ;") {
-			return nil, err
+		for _, a := range list {
+			out = append(out, a.Address)
 		}
-		out = append(out, part) // a local name; the agent adds the domain
 	}
 	return out, nil
+}
+
+// splitAddressList splits an address list at the commas between its
+// members: not inside quotes, angle brackets, comments or a group.
+func splitAddressList(v string) []string {
+	var out []string
+	depth, start := 0, 0
+	quoted, escaped := false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case escaped:
+			escaped = false
+		case c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case quoted:
+		case c == '<' || c == '(' || c == ':':
+			depth++
+		case (c == '>' || c == ')' || c == ';') && depth > 0:
+			depth--
+		case c == ',' && depth == 0:
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
 }
 
 // checkRecipients checks each address as the agent will (a local name

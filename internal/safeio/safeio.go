@@ -117,6 +117,9 @@ func WriteFile(path string, fill func(w io.Writer) error, opt Options) error {
 	return a.Commit()
 }
 
+// TempName is the temporary file's path, until Commit renames it.
+func (a *File) TempName() string { return a.tmp }
+
 // Write writes to the temporary file; errors name it.
 func (a *File) Write(p []byte) (int, error) {
 	n, err := a.f.Write(p)
