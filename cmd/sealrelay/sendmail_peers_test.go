@@ -36,9 +36,9 @@ var (
 )
 
 type peerRig struct {
-	t                            *testing.T
+	t                           *testing.T
 	base, cfg, bin, links, drop string
-	up                           *upstream.Server
+	up                          *upstream.Server
 }
 
 // allowDaemon lets daemon give senders at apps.example, as a PHP site's
