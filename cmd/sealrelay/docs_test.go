@@ -166,6 +166,19 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// optionItems are c's options as a manual page lists them.
+func optionItems(c *command) []docgen.Block {
+	var out []docgen.Block
+	for _, o := range c.options() {
+		tag := docgen.Bold(o.flag)
+		if o.arg != "" {
+			tag += " " + docgen.Italic(o.arg)
+		}
+		out = append(out, docgen.Item{Tag: tag, Body: o.usage})
+	}
+	return out
+}
+
 // manPage is sealrelay(8), from the command table.
 func manPage() *docgen.Page {
 	syn := docgen.Synopsis{Command: "sealrelay"}
@@ -179,13 +192,7 @@ func manPage() *docgen.Page {
 		for _, p := range strings.Split(c.about, "\n\n") {
 			cmds = append(cmds, docgen.Para(p))
 		}
-		for _, o := range c.options() {
-			tag := docgen.Bold(o.flag)
-			if o.arg != "" {
-				tag += " " + docgen.Italic(o.arg)
-			}
-			cmds = append(cmds, docgen.Item{Tag: tag, Body: o.usage})
-		}
+		cmds = append(cmds, optionItems(c)...)
 	}
 	d := config.Default()
 	file := func(path, what string) docgen.Block { return docgen.Item{Tag: docgen.Italic(path), Body: what} }

@@ -22,14 +22,6 @@ func sendmailManPage() *docgen.Page {
 	for _, p := range paras[:len(paras)-1] { // the last is the exit statuses
 		desc = append(desc, docgen.Para(p))
 	}
-	var opts []docgen.Block
-	for _, o := range c.options() {
-		tag := docgen.Bold(o.flag)
-		if o.arg != "" {
-			tag += " " + docgen.Italic(o.arg)
-		}
-		opts = append(opts, docgen.Item{Tag: tag, Body: o.usage})
-	}
 	var exits []docgen.Block
 	for _, x := range sendmailExits {
 		exits = append(exits, docgen.Item{Tag: docgen.Bold(fmt.Sprint(x.code)), Body: x.what})
@@ -49,7 +41,7 @@ func sendmailManPage() *docgen.Page {
 				docgen.Synopsis{Command: "sealrelay", Forms: []string{c.forms[0].args, c.forms[1].args}},
 			}},
 			{Name: "DESCRIPTION", Blocks: desc},
-			{Name: "OPTIONS", Blocks: opts},
+			{Name: "OPTIONS", Blocks: optionItems(c)},
 			{Name: "THE MAILDROP", Blocks: []docgen.Block{
 				docgen.Para(`The maildrop belongs to the agent's user and group, mode 3733: set-gid,
 so that each file in it gets the agent's group; sticky, so that only a

@@ -22,15 +22,22 @@ func TestSender(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.pattern, err)
 		}
-		for _, a := range tc.match {
-			if !p.Match(a) {
-				t.Errorf("%q does not match %q", tc.pattern, a)
-			}
+		checkMatch(t, tc.pattern, p, tc.match, tc.miss)
+	}
+}
+
+// checkMatch checks that m, compiled from pattern, matches each of match
+// and none of miss.
+func checkMatch(t *testing.T, pattern string, m interface{ Match(string) bool }, match, miss []string) {
+	t.Helper()
+	for _, a := range match {
+		if !m.Match(a) {
+			t.Errorf("%q does not match %q", pattern, a)
 		}
-		for _, a := range tc.miss {
-			if p.Match(a) {
-				t.Errorf("%q matches %q", tc.pattern, a)
-			}
+	}
+	for _, a := range miss {
+		if m.Match(a) {
+			t.Errorf("%q matches %q", pattern, a)
 		}
 	}
 }
@@ -52,16 +59,7 @@ func TestDomain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.pattern, err)
 		}
-		for _, d := range tc.match {
-			if !p.Match(d) {
-				t.Errorf("%q does not match %q", tc.pattern, d)
-			}
-		}
-		for _, d := range tc.miss {
-			if p.Match(d) {
-				t.Errorf("%q matches %q", tc.pattern, d)
-			}
-		}
+		checkMatch(t, tc.pattern, p, tc.match, tc.miss)
 	}
 }
 
