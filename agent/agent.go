@@ -209,7 +209,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	// The maildrop's pickup stops before the spool does: it puts into it.
 	dctx, stopDrop := context.WithCancel(bg)
 	dropDone := make(chan struct{})
-	go func() { a.drop.Run(dctx); close(dropDone) }()
+	go func() {
+		if a.drop != nil {
+			a.drop.Run(dctx)
+		}
+		close(dropDone)
+	}()
 
 	serveErr := make(chan error, 1)
 	accept := watchAccept(a.ln)

@@ -32,14 +32,22 @@ func CheckAddress(addr string, rcpt bool) (string, error) {
 }
 
 // newPickup prepares the maildrop in data_dir (refusing unsafe modes) and
-// returns the pickup that takes its files into q.
+// returns the pickup that takes its files into q; nil, with an error
+// logged, if the maildrop cannot be made.
 func newPickup(c *config.Config, q maildrop.Queue, log *slog.Logger) (*maildrop.Pickup, error) {
 	dir := c.MaildropDir()
+	log = log.With("component", "maildrop")
 	prep, err := maildrop.Prepare(dir)
+	var ce *maildrop.CreateError
+	if errors.As(err, &ce) {
+		// Not a danger, a missing feature: the agent runs, and sendmail
+		// says there is no maildrop.
+		log.Error("maildrop: sendmail cannot hand over mail until the maildrop exists", "err", err, "hint", ce.Hint())
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	log = log.With("component", "maildrop")
 	if prep.Created {
 		log.Info("maildrop created", "dir", dir, "mode", "3733")
 	}

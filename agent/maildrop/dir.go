@@ -29,6 +29,30 @@ func (e *DirError) Error() string {
 // Hint is the fix.
 func (e *DirError) Hint() string { return e.Fix }
 
+// CreateError is a maildrop the agent could not make with its mode: under
+// systemd's RestrictSUIDSGID= a service may not set the set-gid bit. It is
+// left absent, so that sendmail says there is no maildrop.
+type CreateError struct {
+	Dir string
+	Err error
+}
+
+func (e *CreateError) Error() string {
+	return fmt.Sprintf("cannot create maildrop %s with mode 3733: %v", e.Dir, e.Err)
+}
+
+func (e *CreateError) Unwrap() error { return e.Err }
+
+// Hint says how to make it.
+func (e *CreateError) Hint() string {
+	return fmt.Sprintf("make it as root, then restart the agent: install -d -m 3733 -o %d -g %d %s (dist/systemd's unit does so before the agent starts: its RestrictSUIDSGID= keeps the agent from setting the set-gid bit)",
+		os.Geteuid(), os.Getegid(), e.Dir)
+}
+
+// chmodSeam is a test seam, not a feature: os.Chmod, which a test replaces
+// to see a sandbox refuse the set-gid bit (systemd's RestrictSUIDSGID=).
+var chmodSeam = os.Chmod
+
 // Prepared says what Prepare found.
 type Prepared struct {
 	Created bool
@@ -39,7 +63,8 @@ type Prepared struct {
 
 // Prepare makes sure the maildrop dir exists with Mode, owned by the
 // process's user and group, and checks it. It creates it if missing (its
-// parent, data_dir, must exist). A maildrop of another owner or group,
+// parent, data_dir, must exist); if it cannot give it Mode, it removes it
+// again and returns a *CreateError. A maildrop of another owner or group,
 // without the set-gid bit, listable by others, or writable by group or
 // others without the sticky bit is refused with a *DirError.
 func Prepare(dir string) (Prepared, error) {
@@ -51,8 +76,9 @@ func Prepare(dir string) (Prepared, error) {
 		}
 		// Chmod, not the mode of Mkdir: the umask would narrow it, and
 		// Mkdir does not set the set-gid and sticky bits everywhere.
-		if err := os.Chmod(dir, Mode); err != nil {
-			return p, fmt.Errorf("creating maildrop: %w", err)
+		if err := chmodSeam(dir, Mode); err != nil {
+			os.Remove(dir)
+			return p, &CreateError{Dir: dir, Err: err}
 		}
 		p.Created = true
 		fi, err = os.Lstat(dir)

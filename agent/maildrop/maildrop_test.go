@@ -318,3 +318,23 @@ func TestStaleTemporaryFiles(t *testing.T) {
 		t.Errorf("fresh temporary file removed: %v", err)
 	}
 }
+
+// TestPrepareCannotSetMode: where the set-gid bit may not be set (systemd's
+// RestrictSUIDSGID=), Prepare leaves no maildrop (sendmail then says there
+// is none) and says how to make one.
+func TestPrepareCannotSetMode(t *testing.T) {
+	chmodSeam = func(string, fs.FileMode) error { return syscall.EPERM }
+	defer func() { chmodSeam = os.Chmod }()
+	dir := filepath.Join(t.TempDir(), "maildrop")
+	_, err := Prepare(dir)
+	var ce *CreateError
+	if !errors.As(err, &ce) || err.Error() != "cannot create maildrop "+dir+" with mode 3733: operation not permitted" {
+		t.Fatalf("error %v", err)
+	}
+	if want := fmt.Sprintf("make it as root, then restart the agent: install -d -m 3733 -o %d -g %d %s", os.Geteuid(), os.Getegid(), dir); !strings.HasPrefix(ce.Hint(), want) {
+		t.Errorf("hint %q, want it to start %q", ce.Hint(), want)
+	}
+	if _, err := os.Lstat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a half-made maildrop was left: %v", err)
+	}
+}

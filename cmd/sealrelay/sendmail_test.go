@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"os"
@@ -9,8 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sealrelay/sealrelay/agent/maildrop"
+	"github.com/sealrelay/sealrelay/internal/upstream"
 )
 
 // TestSendmailArgs: the command lines sendmail programs use parse as
@@ -249,4 +252,30 @@ func TestSendmailExitStatuses(t *testing.T) {
 			t.Errorf("%d files in the maildrop, want 1", len(files))
 		}
 	})
+}
+
+// TestServeRefusesUnsafeMaildrop: serve does not start with a maildrop
+// that would let local users read or remove each other's mail, and says
+// what to do.
+func TestServeRefusesUnsafeMaildrop(t *testing.T) {
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	startUpstream(t, dir, upstream.Config{})
+	cfg := rigConfig(t, dir, "127.0.0.1:1", relayOpts{}, "")
+	drop := filepath.Join(dir, "data", "maildrop")
+	if err := os.MkdirAll(drop, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(drop, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var errb bytes.Buffer
+	code := run(&env{ctx: ctx, stdin: strings.NewReader(""), stdout: &errb, stderr: &errb}, []string{"serve", "-c", cfg})
+	want := "sealrelay: maildrop " + drop + " lacks the set-gid bit (mode 1777): files in it would keep their writers' groups, unreadable by the agent or readable by others; refusing to use it\n" +
+		"sealrelay: hint: chown "
+	if code != 1 || !strings.Contains(errb.String(), want) || !strings.Contains(errb.String(), "chmod 3733 "+drop) {
+		t.Errorf("exit %d:\n%s\nwant 1 and %q", code, errb.String(), want)
+	}
 }
