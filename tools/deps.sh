@@ -9,7 +9,10 @@
 # systemd-analyze (systemd) to verify and rate the unit in dist/systemd,
 # bubblewrap and the kernel's syscall numbers (linux-libc-dev) for the
 # test that runs the agent in the unit's sandbox (internal/sandbox); mandoc,
-# which lints the generated manual pages (dist/man, TestManPagesLint).
+# which lints the generated manual pages (dist/man, TestManPagesLint);
+# the programs that hand mail to sendmail in the tests (php-cli's mail(),
+# s-nail, python3's smtplib for SMTPUTF8) and strace, which shows what
+# files sendmail opens.
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -21,7 +24,7 @@ installed swaks || want+=(swaks)
 installed mandoc || want+=(mandoc)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
-for p in bubblewrap linux-libc-dev; do
+for p in bubblewrap linux-libc-dev php-cli s-nail python3 strace; do
   installed "$p" || want+=("$p")
 done
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then
