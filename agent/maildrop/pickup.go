@@ -121,6 +121,7 @@ func (p *Pickup) Run(ctx context.Context) {
 	defer wg.Wait()
 
 	var events chan fsnotify.Event
+	var errs chan error
 	w, err := fsnotify.NewWatcher()
 	if err == nil {
 		if err = w.Add(p.opt.Dir); err != nil {
@@ -133,7 +134,7 @@ func (p *Pickup) Run(ctx context.Context) {
 		p.log.Warn("maildrop: cannot watch the directory; reading it every few seconds instead", "dir", p.opt.Dir, "err", err)
 	} else {
 		defer w.Close()
-		events = w.Events
+		events, errs = w.Events, w.Errors
 	}
 	p.scan(ctx)
 	tick := time.NewTicker(rescan)
@@ -143,6 +144,15 @@ func (p *Pickup) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			p.scan(ctx)
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			// Events may have been lost (the kernel's queue overflowed):
+			// read the whole directory.
+			p.log.Warn("maildrop: watching the directory", "err", err)
 			p.scan(ctx)
 		case ev, ok := <-events:
 			if !ok {

@@ -404,6 +404,13 @@ func TestSendmailUserExitStatuses(t *testing.T) {
 			t.Errorf("exit %d: %s", code, out)
 		}
 	})
+	t.Run("77 mailq of a closed spool", func(t *testing.T) {
+		code, out := r.runAs(userNobody, "", filepath.Join(r.links, "mailq"))
+		spoolDir := filepath.Join(filepath.Dir(r.drop), "spool")
+		if code != 77 || !strings.Contains(out, "sealrelay: ") || !strings.Contains(out, spoolDir+": permission denied") {
+			t.Errorf("exit %d: %s", code, out)
+		}
+	})
 	t.Run("67 no user name", func(t *testing.T) {
 		code, out := r.runAs(localUser{"(none)", 424242, 424242}, msg, r.bin, "sendmail", "-t")
 		if code != 67 || !strings.Contains(out, "sealrelay: uid 424242 has no user name: ") || !strings.Contains(out, "the agent could not tell whose mail this is") {

@@ -279,3 +279,34 @@ func TestServeRefusesUnsafeMaildrop(t *testing.T) {
 		t.Errorf("exit %d:\n%s\nwant 1 and %q", code, errb.String(), want)
 	}
 }
+
+// TestSendmailConfigSources: -C, else $SEALRELAY_CONFIG, else the default
+// path; a default config that is not there means the built-in defaults
+// (the maildrop in /var/lib/sealrelay), where a config named by -C or the
+// environment that is not there is an error.
+func TestSendmailConfigSources(t *testing.T) {
+	if _, err := os.Stat(defaultConfig); err == nil {
+		t.Skip(defaultConfig + " exists here")
+	}
+	cfg, drop := smConfig(t, "")
+	msg := []byte("Subject: x\n\nx\n")
+	t.Setenv("SEALRELAY_CONFIG", cfg)
+	if code, stderr := sendmailEnv(t, msg, "-v", "a@example.com"); code != 0 || !strings.Contains(stderr, "queued in "+drop) {
+		t.Errorf("with $SEALRELAY_CONFIG: exit %d: %s", code, stderr)
+	}
+	t.Setenv("SEALRELAY_CONFIG", "/nonexistent/env.toml")
+	if code, stderr := sendmailEnv(t, msg, "a@example.com"); code != 66 || !strings.Contains(stderr, "open /nonexistent/env.toml: no such file or directory") {
+		t.Errorf("with a missing $SEALRELAY_CONFIG: exit %d: %s", code, stderr)
+	}
+	if code, stderr := sendmailEnv(t, msg, "-v", "-C", cfg, "a@example.com"); code != 0 || !strings.Contains(stderr, "queued in "+drop) {
+		t.Errorf("-C wins over $SEALRELAY_CONFIG: exit %d: %s", code, stderr)
+	}
+	t.Setenv("SEALRELAY_CONFIG", "")
+	code, stderr := sendmailEnv(t, msg, "a@example.com")
+	if _, err := os.Stat("/var/lib/sealrelay/maildrop"); err == nil {
+		return // a sealrelay is installed here: the message went to it
+	}
+	if code != 69 || !strings.Contains(stderr, "maildrop /var/lib/sealrelay/maildrop: open: ") {
+		t.Errorf("with no config: exit %d: %s", code, stderr)
+	}
+}
