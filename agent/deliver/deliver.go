@@ -1,10 +1,12 @@
 // Package deliver sends spooled messages to the configured relay hosts: it
 // implements spool.Deliverer.
 //
-// It holds relay choice and failover, the TLS policy (STARTTLS, implicit
-// TLS or none; certificates always verified), the AUTH policy of
-// docs/auth.md (required, enabled, disabled) with its SASL mechanisms, and a
-// per-relay pool of authenticated connections reused across messages.
+// It holds routes (docs/routes.md: a relay list per sender and recipient
+// domain, a message split per route) and relay failover, outbound rate
+// limits per relay and per route, the TLS policy (STARTTLS, implicit TLS
+// or none; certificates always verified), the AUTH policy of docs/auth.md
+// (required, enabled, disabled) with its SASL mechanisms, and a per-relay
+// pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -12,6 +14,10 @@
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
 //     Temporary result, never a Permanent one;
+//   - mail above a rate limit is never failed for it: it gets a Waiting
+//     result with the time to come back;
+//   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
+//     to another it fails for good with 5.6.7 (no downgrade);
 //   - no error, log line or result holds a password or a SASL payload: the
 //     text of a relay's reply to AUTH, which may quote the payload, is
 //     replaced by a fixed description of its code.
