@@ -60,7 +60,8 @@ FUZZ_TARGETS = \
 	./secrets/agefile:FuzzParse \
 	./agent/spool:FuzzReadEnvelope \
 	./agent/spool:FuzzScanSegment \
-	./agent/smtpd:FuzzSession
+	./agent/smtpd:FuzzSession \
+	./agent/maildrop:FuzzParse
 
 test-fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/config"
 	"github.com/sealrelay/sealrelay/agent/deliver"
+	"github.com/sealrelay/sealrelay/agent/maildrop"
 	"github.com/sealrelay/sealrelay/agent/smtpd"
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/roots"
@@ -35,6 +36,7 @@ type Agent struct {
 	smtp  *smtpd.Server
 	ln    net.Listener
 	reg   *prometheus.Registry
+	drop  *maildrop.Pickup
 
 	closeOnce sync.Once
 	svc       atomic.Pointer[service] // set while Run runs under systemd (service.go)
@@ -68,6 +70,7 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 	a.deliv, err = deliver.New(deliver.Options{
 		Hostname:    cfg.Hostname,
 		Relays:      relays,
+		Routes:      DeliverRoutes(cfg),
 		Credentials: a.store,
 		Logger:      log.With("component", "deliver"),
 	})
@@ -97,6 +100,11 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 	})
 	if err != nil {
 		a.deliv.Close()
+		return nil, err
+	}
+
+	if a.drop, err = newPickup(cfg, a.queue, log); err != nil {
+		a.closeParts()
 		return nil, err
 	}
 
@@ -204,6 +212,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	queueDone := make(chan struct{})
 	go func() { a.queue.Run(qctx, observed{a.deliv, a.attempts}); close(queueDone) }()
 
+	// The maildrop's pickup stops before the spool does: it puts into it.
+	dctx, stopDrop := context.WithCancel(bg)
+	dropDone := make(chan struct{})
+	go func() {
+		if a.drop != nil {
+			a.drop.Run(dctx)
+		}
+		close(dropDone)
+	}()
+
 	serveErr := make(chan error, 1)
 	accept := watchAccept(a.ln)
 	go func() { serveErr <- a.smtp.Serve(accept) }()
@@ -224,6 +242,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Queue.DrainTimeout.Duration)
 	a.smtp.Shutdown(sctx) //nolint:errcheck // best effort within the drain time
 	cancel()
+	stopDrop()
+	<-dropDone
 	stopQueue()
 	<-queueDone
 	ctl.Close()
@@ -279,7 +299,31 @@ func DeliverRelays(c *config.Config) ([]deliver.Relay, error) {
 			IdleTimeout:        r.IdleTimeout.Duration,
 			ConnectTimeout:     r.ConnectTimeout.Duration,
 			CommandTimeout:     r.CommandTimeout.Duration,
+			Limits:             deliverLimits(r.Limits),
 		})
 	}
 	return out, nil
+}
+
+// DeliverRoutes converts the [[route]] tables of c for the delivery code.
+func DeliverRoutes(c *config.Config) []deliver.Route {
+	var out []deliver.Route
+	for _, r := range c.Routes {
+		out = append(out, deliver.Route{
+			Name:             r.Name,
+			Senders:          r.Senders,
+			RecipientDomains: r.RecipientDomains,
+			Relays:           r.Relays,
+			Limits:           deliverLimits(r.Limits),
+		})
+	}
+	return out
+}
+
+func deliverLimits(l config.Limits) deliver.Limits {
+	return deliver.Limits{
+		MessagesPerMinute:    l.MaxMessagesPerMinute,
+		MessagesPerSecond:    l.MaxMessagesPerSecond,
+		RecipientsPerMessage: l.MaxRecipientsPerMessage,
+	}
 }

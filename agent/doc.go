@@ -1,7 +1,8 @@
 // Package agent wires sealrelay together: the inbound listener (smtpd)
-// feeds the durable spool, whose scheduler hands messages to the delivery
-// code, which authenticates to the relays with credentials from a
-// secrets.Store. Its configuration comes from agent/config.
+// and the maildrop's pickup (what sendmail leaves) feed the durable spool,
+// whose scheduler hands messages to the delivery code, which routes them
+// and authenticates to the relays with credentials from a secrets.Store.
+// Its configuration comes from agent/config.
 //
 // The agent never chooses a credential source: the command line builds the
 // secrets.Source (an age file or Vault) and passes it in.

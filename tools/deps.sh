@@ -11,7 +11,10 @@
 # test that runs the agent in the unit's sandbox (internal/testing/sandbox); mandoc,
 # which lints the generated manual pages (dist/man, TestManPagesLint);
 # dpkg-dev (dpkg-buildflags, dpkg-shlibdeps) and lintian, with which
-# `make deb` builds and the suite checks the Debian packages (dist/deb).
+# `make deb` builds and the suite checks the Debian packages (dist/deb);
+# the programs that hand mail to sendmail in the tests (php-cli's mail(),
+# s-nail, python3's smtplib for SMTPUTF8) and strace, which shows what
+# files sendmail opens.
 # Idempotent: installs only what is missing. SEALRELAY_WITH_POSTFIX=0 skips
 # Postfix, SASL and Dovecot.
 set -euo pipefail
@@ -23,7 +26,7 @@ installed swaks || want+=(swaks)
 installed mandoc || want+=(mandoc)
 command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
 command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
-for p in bubblewrap linux-libc-dev dpkg-dev lintian adduser; do
+for p in bubblewrap linux-libc-dev dpkg-dev lintian adduser php-cli s-nail python3 strace; do
   installed "$p" || want+=("$p")
 done
 if [ "${SEALRELAY_WITH_POSTFIX:-1}" = 1 ]; then

@@ -35,6 +35,8 @@ type Config struct {
 
 	Listen      Listen      `toml:"listen" doc:"The inbound SMTP listener for local applications."`
 	Relays      []Relay     `toml:"relay" doc:"An upstream relay host. At least one is needed; several are tried in order (failover)."`
+	Routes      []Route     `toml:"route" doc:"A route: which relays take the mail of some senders or recipient domains. Optional; the first route that matches a recipient wins. Without routes, every relay in order takes all mail. With routes, one of them must be the default route, with neither senders nor recipient_domains."`
+	Sendmail    Sendmail    `toml:"sendmail" doc:"The sendmail command: what local users may submit through the maildrop."`
 	Credentials Credentials `toml:"credentials" doc:"Where the relay credentials are, and this server's key."`
 	Queue       Queue       `toml:"queue" doc:"The spool's retries, and how long a message may wait."`
 }
@@ -84,6 +86,8 @@ type Relay struct {
 	CommandTimeout     Duration `toml:"command_timeout" doc:"Bounds each reply and the TLS handshake. The reply to the message data may take twice as long."`
 
 	InsecurePlaintextAuthToRemote bool `toml:"insecure_plaintext_auth_to_remote" doc:"Allow allow_plaintext_auth off loopback too. The password then crosses the network in clear; serve and check warn of it at every start."`
+
+	Limits
 }
 
 // Credentials is the [credentials] table.

@@ -108,9 +108,7 @@ identity = "id.txt"
 // TestConfigErrors: every bad input names the file and the key (and the
 // line, where the TOML decoder knows it).
 func TestConfigErrors(t *testing.T) {
-	cases := []struct {
-		name, toml, want string
-	}{
+	cases := []struct{ name, toml, want string }{
 		{"unknown top key", "colour = 1\n" + minimal, "c.toml: colour: unknown key"},
 		{"unknown relay key", minimal + "passwd = \"x\"\n", "c.toml: relay.passwd: unknown key"},
 		{"unknown table key", minimal + "[queue]\nretries = 3\n", "c.toml: queue.retries: unknown key"},
@@ -140,6 +138,12 @@ func TestConfigErrors(t *testing.T) {
 		{"log format", "log_format = \"xml\"\n" + minimal, `log_format: must be text or json, not "xml"`},
 	}
 	t.Setenv("VAULT_ADDR", "")
+	checkErrors(t, cases)
+}
+
+// checkErrors parses each case's config as c.toml and checks its error.
+func checkErrors(t *testing.T, cases []struct{ name, toml, want string }) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.toml), "c.toml")

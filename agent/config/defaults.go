@@ -114,11 +114,12 @@ func (c *Config) resolve(dir string) {
 }
 
 // normalize fills in what depends on other keys or on the environment, and
-// spells names one way, before validate: a relay's auth from whether it
-// has a credential, SASL mechanism names in upper case, and Vault's
+// spells names one way, before validate: a route's relays (every relay
+// when it names none), a relay's auth from whether it has a credential, SASL mechanism names in upper case, and Vault's
 // addresses (address first, then addresses; VAULT_ADDR when neither is
 // set).
 func (c *Config) normalize() {
+	c.normalizeRoutes()
 	for i := range c.Relays {
 		r := &c.Relays[i]
 		if r.Auth == "" {

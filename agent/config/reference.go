@@ -63,6 +63,8 @@ type Key struct {
 func Reference() []Table {
 	d := Default()
 	d.Relays = []Relay{defaultRelay(0)}
+	d.Routes = []Route{defaultRoute(0)}
+	d.Sendmail.Allow = []SenderRule{{}}
 	var out []Table
 	addTable(&out, "", false, About, reflect.ValueOf(d).Elem())
 	return out
@@ -81,8 +83,7 @@ func addTable(out *[]Table, name string, array bool, doc string, v reflect.Value
 		v         reflect.Value
 	}
 	var subs []sub
-	for j := range v.NumField() {
-		f := v.Type().Field(j)
+	for f, fv := range fields(v) {
 		key := f.Tag.Get("toml")
 		if !f.IsExported() || key == "" || key == "-" {
 			continue
@@ -95,7 +96,6 @@ func addTable(out *[]Table, name string, array bool, doc string, v reflect.Value
 		if doc == "" {
 			panic("config: no doc tag for " + path)
 		}
-		fv := v.Field(j)
 		switch {
 		case f.Type.Kind() == reflect.Struct && f.Type != durationType:
 			subs = append(subs, sub{path, doc, false, fv})
@@ -107,6 +107,27 @@ func addTable(out *[]Table, name string, array bool, doc string, v reflect.Value
 	}
 	for _, s := range subs {
 		addTable(out, s.name, s.array, s.doc, s.v)
+	}
+}
+
+// fields yields the fields of struct v, those of an embedded struct
+// (Limits) in its place, as TOML decodes them.
+func fields(v reflect.Value) func(yield func(reflect.StructField, reflect.Value) bool) {
+	return func(yield func(reflect.StructField, reflect.Value) bool) {
+		for j := range v.NumField() {
+			f := v.Type().Field(j)
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				for ef, ev := range fields(v.Field(j)) {
+					if !yield(ef, ev) {
+						return
+					}
+				}
+				continue
+			}
+			if !yield(f, v.Field(j)) {
+				return
+			}
+		}
 	}
 }
 

@@ -20,6 +20,8 @@ func (c *Config) validate() error {
 		c.validateTop,
 		c.validateListen,
 		c.validateRelays,
+		c.validateRoutes,
+		c.validateSendmail,
 		c.validateCredentials,
 		c.validateInsecure,
 		c.validateQueue,

@@ -16,8 +16,12 @@ type localError struct{ err error }
 func (e *localError) Error() string { return e.err.Error() }
 func (e *localError) Unwrap() error { return e.err }
 
-// permanentError marks a failure retrying cannot fix.
-type permanentError struct{ err error }
+// permanentError marks a failure retrying cannot fix; enhanced is its
+// DSN status ("5.6.7"), or "" for 5.0.0.
+type permanentError struct {
+	err      error
+	enhanced string
+}
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
@@ -45,8 +49,11 @@ func classify(err error) spool.Status {
 // from them, never from the error's text.
 func replyCodes(err error) (code int, enhanced string) {
 	var pe *permanentError
+	if errors.As(err, &pe) {
+		return 0, pe.enhanced
+	}
 	var se *smtp.SMTPError
-	if errors.As(err, &pe) || !errors.As(err, &se) {
+	if !errors.As(err, &se) {
 		return 0, ""
 	}
 	if e := se.EnhancedCode; e != smtp.NoEnhancedCode && e != (smtp.EnhancedCode{}) {

@@ -1,10 +1,12 @@
 // Package deliver sends spooled messages to the configured relay hosts: it
 // implements spool.Deliverer.
 //
-// It holds relay choice and failover, the TLS policy (STARTTLS, implicit
-// TLS or none; certificates always verified), the AUTH policy of
-// docs/auth.md (required, enabled, disabled) with its SASL mechanisms, and a
-// per-relay pool of authenticated connections reused across messages.
+// It holds routes (docs/routes.md: a relay list per sender and recipient
+// domain, a message split per route) and relay failover, outbound rate
+// limits per relay and per route, the TLS policy (STARTTLS, implicit TLS
+// or none; certificates always verified), the AUTH policy of docs/auth.md
+// (required, enabled, disabled) with its SASL mechanisms, and a per-relay
+// pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -12,6 +14,10 @@
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
 //     Temporary result, never a Permanent one;
+//   - mail above a rate limit is never failed for it: it gets a Waiting
+//     result with the time to come back;
+//   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
+//     to another it fails for good with 5.6.7 (no downgrade);
 //   - no error, log line or result holds a password or a SASL payload: the
 //     text of a relay's reply to AUTH, which may quote the payload, is
 //     replaced by a fixed description of its code.
@@ -109,6 +115,9 @@ type Relay struct {
 	// default DefaultCommandTimeout. The reply after the data may take twice
 	// as long.
 	CommandTimeout time.Duration
+	// Limits are the relay's outbound rate limits; above them mail waits
+	// (a Waiting result), it does not go to the next relay.
+	Limits Limits
 }
 
 // Credentials is where relay credentials come from. *secrets.Store
@@ -122,8 +131,11 @@ type Credentials interface {
 type Options struct {
 	// Hostname is the EHLO name; default os.Hostname().
 	Hostname string
-	// Relays are tried in order.
+	// Relays are tried in order, unless Routes say otherwise.
 	Relays []Relay
+	// Routes pick the relays for some senders and recipient domains; the
+	// last must take all mail. None: every relay, in order, for all mail.
+	Routes []Route
 	// Credentials is required when a relay names a Credential.
 	Credentials Credentials
 	// Logger defaults to slog.Default().
@@ -136,6 +148,7 @@ type Stats struct {
 	Delivered uint64 // recipients delivered
 	Deferred  uint64 // recipients given a Temporary result
 	Failed    uint64 // recipients given a Permanent result
+	Waiting   uint64 // recipients a rate limit held back (a Waiting result)
 
 	AuthOK        uint64 // successful AUTH exchanges
 	AuthFailures  uint64 // AUTH exchanges the relay refused or that broke
@@ -153,7 +166,7 @@ type Stats struct {
 }
 
 type counters struct {
-	attempts, delivered, deferred, failed           atomic.Uint64
+	attempts, delivered, deferred, failed, waiting  atomic.Uint64
 	authOK, authFailures, authRetries, authFallback atomic.Uint64
 	tlsFailures, connFailures                       atomic.Uint64
 	opened, reused, stale, broken, idleClosed       atomic.Uint64
@@ -165,6 +178,7 @@ type Deliverer struct {
 	creds    Credentials
 	log      *slog.Logger
 	relays   []*relay
+	routes   []*route
 	st       counters
 
 	closed    atomic.Bool
@@ -205,6 +219,10 @@ func New(opt Options) (*Deliverer, error) {
 			return nil, fmt.Errorf("relay %q: %w", name, err)
 		}
 		d.relays = append(d.relays, r)
+	}
+	var err error
+	if d.routes, err = newRoutes(opt.Routes, d.relays); err != nil {
+		return nil, err
 	}
 	d.wg.Add(1)
 	go d.janitor()
@@ -277,6 +295,7 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 	return &relay{
 		cfg:     rc,
 		d:       d,
+		lim:     newLimiter(rc.Limits, "relay "+rc.Name),
 		tlsConf: &tls.Config{RootCAs: rc.RootCAs, ServerName: serverName, MinVersion: tls.VersionTLS12},
 		changed: make(chan struct{}),
 	}, nil
@@ -294,6 +313,8 @@ func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 			d.st.delivered.Add(1)
 		case spool.Permanent:
 			d.st.failed.Add(1)
+		case spool.Waiting:
+			d.st.waiting.Add(1)
 		default:
 			d.st.deferred.Add(1)
 		}
@@ -301,27 +322,26 @@ func (d *Deliverer) Deliver(ctx context.Context, m *spool.Delivery) []spool.Rcpt
 	return res
 }
 
+// deliver splits m's recipients by route, in the order their routes first
+// appear, and sends each group through its route.
 func (d *Deliverer) deliver(ctx context.Context, m *spool.Delivery) []spool.RcptResult {
 	if d.closed.Load() {
 		return allResults(m, spool.Temporary, errShuttingDown, "")
 	}
-	var failures []string
-	var errs []error
-	for _, r := range d.relays {
-		res, err := r.deliver(ctx, m)
-		if err == nil {
-			return res
+	var order []*route
+	groups := map[*route][]int{}
+	for i, to := range m.To {
+		rt := d.routeFor(m.From, to)
+		if _, ok := groups[rt]; !ok {
+			order = append(order, rt)
 		}
-		d.st.connFailures.Add(1)
-		d.log.Warn("relay unusable for this attempt", "relay", r.cfg.Name, "address", r.cfg.Address, "id", m.ID, "err", err)
-		failures = append(failures, fmt.Sprintf("relay %s (%s): %v", r.cfg.Name, r.cfg.Address, err))
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		groups[rt] = append(groups[rt], i)
 	}
-	err := &noRelayError{text: "no relay could take the message: " + strings.Join(failures, "; "), errs: errs}
-	return allResults(m, spool.Temporary, err, "")
+	res := make([]spool.RcptResult, len(m.To))
+	for _, rt := range order {
+		d.deliverRoute(ctx, rt, m, groups[rt], res)
+	}
+	return res
 }
 
 // noRelayError is the failure of every relay; it wraps each relay's error
@@ -346,7 +366,7 @@ func allResults(m *spool.Delivery, st spool.Status, err error, relay string) []s
 func (d *Deliverer) Stats() Stats {
 	s := &d.st
 	return Stats{
-		Attempts: s.attempts.Load(), Delivered: s.delivered.Load(), Deferred: s.deferred.Load(), Failed: s.failed.Load(),
+		Attempts: s.attempts.Load(), Delivered: s.delivered.Load(), Deferred: s.deferred.Load(), Failed: s.failed.Load(), Waiting: s.waiting.Load(),
 		AuthOK: s.authOK.Load(), AuthFailures: s.authFailures.Load(), AuthRetries: s.authRetries.Load(), AuthFallbacks: s.authFallback.Load(),
 		TLSFailures: s.tlsFailures.Load(), ConnectionFailures: s.connFailures.Load(),
 		ConnectionsOpened: s.opened.Load(), ConnectionsReused: s.reused.Load(),

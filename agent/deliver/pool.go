@@ -18,6 +18,7 @@ type relay struct {
 	d       *Deliverer
 	tlsConf *tls.Config
 	health  relayHealth
+	lim     *limiter // the relay's message rate; nil: none
 
 	mu      sync.Mutex
 	idle    []*conn       // most recently used last

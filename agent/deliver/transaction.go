@@ -80,13 +80,31 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 		return fmt.Errorf("relay %s: %w", name, &replyError{cmd: cmd, err: err})
 	}
 
+	// A non-ASCII address needs SMTPUTF8 (RFC 6531); there is no
+	// downgrade. To a relay that does not offer it, a non-ASCII sender
+	// fails the whole message, a non-ASCII recipient itself only: 5.6.7,
+	// and a DSN.
 	opts := &smtp.MailOptions{Size: m.Size}
+	rcpts := all
 	if !isASCII(m.From) || !allASCII(m.To) {
-		if ok, _ := cn.c.Extension("SMTPUTF8"); !ok {
-			err := fmt.Errorf("relay %s does not support SMTPUTF8, which the non-ASCII addresses need", name)
-			return setAll(all, &permanentError{err}), retryNone
+		if ok, _ := cn.c.Extension("SMTPUTF8"); ok {
+			opts.UTF8 = true
+		} else if !isASCII(m.From) {
+			err := fmt.Errorf("relay %s does not offer SMTPUTF8, which the non-ASCII sender address needs (no downgrade)", name)
+			return setAll(all, &permanentError{err, "5.6.7"}), retryNone
+		} else {
+			rcpts = nil
+			for i, to := range m.To {
+				if isASCII(to) {
+					rcpts = append(rcpts, i)
+					continue
+				}
+				setAll([]int{i}, &permanentError{fmt.Errorf("relay %s does not offer SMTPUTF8, which this non-ASCII address needs (no downgrade)", name), "5.6.7"})
+			}
+			if len(rcpts) == 0 {
+				return res, retryNone
+			}
 		}
-		opts.UTF8 = true
 	}
 	if err := cn.c.Mail(m.From, opts); err != nil {
 		var se *smtp.SMTPError
@@ -98,16 +116,17 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 			cn.broken = true
 			return nil, retryRefused
 		}
-		return setAll(all, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
+		return setAll(rcpts, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
 	}
 	cn.inTransaction = true
 	var accepted []int
-	for i, to := range m.To {
+	for k, i := range rcpts {
+		to := m.To[i]
 		if err := cn.c.Rcpt(to, nil); err != nil {
 			err = relayErr(fmt.Sprintf("RCPT TO:<%s>", to), err)
 			if cn.broken {
 				// The recipients accepted so far got no DATA either.
-				return setAll(append(accepted, all[i:]...), err), retryNone
+				return setAll(append(accepted, rcpts[k:]...), err), retryNone
 			}
 			setAll([]int{i}, err)
 			continue

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 	"golang.org/x/net/idna"
@@ -19,9 +20,11 @@ import (
 //     the spool relays is the one the client meant.
 //
 // We check the rest: the address is printable ASCII (no NUL or other
-// control characters; non-ASCII needs SMTPUTF8, which we do not offer), it
-// has exactly one '@', and the domain is a dot-separated host name (whose
-// "xn--" labels must decode) or an address literal. A '%' in the local part ("user%host@relay") is not
+// control characters), or, in a transaction whose MAIL FROM said
+// SMTPUTF8 (RFC 6531), valid UTF-8 without control characters; it has
+// exactly one '@', and the domain is a dot-separated host name (whose
+// "xn--" labels must decode, and whose non-ASCII labels must be valid
+// U-labels) or an address literal. A '%' in the local part ("user%host@relay") is not
 // interpreted: the address is relayed as it is, and only clients from the
 // allowed networks can send at all.
 
@@ -29,11 +32,13 @@ import (
 // including the angle brackets (section 4.5.3.1.3).
 const maxPathLength = 256
 
-// normalizeAddress checks addr as parsed by go-smtp and returns it in the
+// NormalizeAddress checks addr as parsed by go-smtp and returns it in the
 // form to store: with its local part quoted if it needs quoting. rcpt
 // selects the enhanced codes of RCPT TO (5.1.3) rather than MAIL FROM
-// (5.1.7). The returned error is an *smtp.SMTPError fit to send.
-func normalizeAddress(addr string, rcpt bool) (string, *smtp.SMTPError) {
+// (5.1.7); utf8 allows a non-ASCII (UTF-8) address, as the SMTPUTF8
+// parameter does. The returned error is an *smtp.SMTPError fit to send.
+// The maildrop checks the addresses of sendmail with it too.
+func NormalizeAddress(addr string, rcpt, utf8 bool) (string, *smtp.SMTPError) {
 	bad := func(msg string) *smtp.SMTPError {
 		code := smtp.EnhancedCode{5, 1, 7}
 		if rcpt {
@@ -43,13 +48,16 @@ func normalizeAddress(addr string, rcpt bool) (string, *smtp.SMTPError) {
 	}
 	for i := 0; i < len(addr); i++ {
 		c := addr[i]
-		if c >= 0x80 {
+		if c >= 0x80 && !utf8 {
 			return "", &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
-				Message: "non-ASCII address requires SMTPUTF8, which this server does not offer"}
+				Message: "non-ASCII address requires the SMTPUTF8 parameter of MAIL FROM"}
 		}
 		if c < 0x20 || c == 0x7f {
 			return "", bad("control character in address")
 		}
+	}
+	if utf8 && !validUTF8(addr) {
+		return "", bad("invalid UTF-8 or a control character in address")
 	}
 	local, domain, ok := strings.Cut(addr, "@")
 	if !ok || local == "" || domain == "" {
@@ -74,8 +82,23 @@ func normalizeAddress(addr string, rcpt bool) (string, *smtp.SMTPError) {
 	return out, nil
 }
 
-// isAtext reports whether c is an RFC 5322 atext character.
+// validUTF8 reports whether s is valid UTF-8 without C1 control
+// characters (U+0080 to U+009F), which RFC 6531 leaves out of its
+// UTF8-non-ascii along with the C0 ones checked before.
+func validUTF8(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool { return r >= 0x80 && r <= 0x9f })
+}
+
+// isAtext reports whether c is an RFC 5322 atext character, or part of a
+// UTF-8 sequence (RFC 6531 adds UTF8-non-ascii to atext; an address
+// with one is accepted only under SMTPUTF8, and checked as UTF-8 then).
 func isAtext(c byte) bool {
+	if c >= 0x80 {
+		return true
+	}
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true
@@ -134,11 +157,27 @@ func validDomain(d string) bool {
 		if label == "" || len(label) > 63 {
 			return false
 		}
+		if !isASCII(label) {
+			// A U-label (SMTPUTF8 only): it must be valid IDNA.
+			if a, err := idna.Lookup.ToASCII(label); err != nil || len(a) > 63 {
+				return false
+			}
+			continue
+		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
 			if !(isLetterDigit(c) || c == '-' || c == '_') {
 				return false
 			}
+		}
+	}
+	return true
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
 		}
 	}
 	return true

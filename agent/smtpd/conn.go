@@ -107,7 +107,7 @@ var paramReplies = func() map[string]string {
 		"500 5.5.4 Unknown MAIL FROM argument\r\n": "555 5.5.4 MAIL FROM parameter not recognized\r\n",
 		"500 5.5.4 Unknown RCPT TO argument\r\n":   "555 5.5.4 RCPT TO parameter not recognized\r\n",
 	}
-	for _, ext := range []string{"SMTPUTF8", "REQUIRETLS", "BINARYMIME", "RET", "ENVID",
+	for _, ext := range []string{"REQUIRETLS", "BINARYMIME", "RET", "ENVID",
 		"NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
 		m["504 5.5.4 "+ext+" is not implemented\r\n"] = "555 5.5.4 " + ext + " is not implemented\r\n"
 	}

@@ -78,6 +78,7 @@ type session struct {
 	mu   sync.Mutex
 	from string
 	to   []string
+	utf8 bool // MAIL FROM said SMTPUTF8: non-ASCII addresses are allowed
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -114,21 +115,22 @@ func (s *session) closing() error {
 	return nil
 }
 
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.closing(); err != nil {
 		return err
 	}
 	if !validHelo(s.c.Hostname()) { // a second EHLO does not call NewSession
 		return s.fail(ReasonHelo, errBadHelo)
 	}
+	utf8 := opts != nil && opts.UTF8
 	if from != "" {
 		var e *smtp.SMTPError
-		if from, e = normalizeAddress(from, false); e != nil {
+		if from, e = NormalizeAddress(from, false, utf8); e != nil {
 			return s.fail(ReasonAddress, e)
 		}
 	}
 	s.mu.Lock()
-	s.from, s.to = from, nil
+	s.from, s.to, s.utf8 = from, nil, utf8
 	s.mu.Unlock()
 	s.tc.noteSuccess()
 	return nil
@@ -138,12 +140,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if err := s.closing(); err != nil {
 		return err
 	}
-	addr, e := normalizeAddress(to, true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addr, e := NormalizeAddress(to, true, s.utf8)
 	if e != nil {
 		return s.fail(ReasonAddress, e)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if slices.Contains(s.to, addr) {
 		return nil // the same recipient twice gets the message once
 	}
@@ -168,14 +170,14 @@ func (s *session) Data(r io.Reader) error {
 	defer s.tc.endData()
 
 	s.mu.Lock()
-	from, to := s.from, slices.Clone(s.to)
+	from, to, utf8 := s.from, slices.Clone(s.to), s.utf8
 	s.mu.Unlock()
 
 	timeout := s.srv.opt.ReadTimeout
 	body := &strictCRLFReader{r: r, beforeRead: func() {
 		s.tc.SetReadDeadline(time.Now().Add(timeout))
 	}}
-	hdr := s.received(time.Now())
+	hdr := s.received(time.Now(), utf8)
 	id, err := s.srv.q.Put(s.srv.ctx, from, to, io.MultiReader(strings.NewReader(hdr), body))
 
 	if body.err != nil && body.err != io.EOF {
@@ -225,10 +227,13 @@ func (s *session) bodyError(err error) error {
 }
 
 // received returns the Received header for a message of this session.
-func (s *session) received(now time.Time) string {
+func (s *session) received(now time.Time, utf8 bool) string {
 	proto := "ESMTP"
+	if utf8 {
+		proto = "UTF8SMTP" // RFC 6531 section 3.7.7
+	}
 	if _, ok := s.c.TLSConnectionState(); ok {
-		proto = "ESMTPS"
+		proto += "S"
 	}
 	ip := "unknown"
 	if a := s.tc.addr; a.IsValid() {
@@ -244,7 +249,7 @@ func (s *session) received(now time.Time) string {
 
 func (s *session) Reset() {
 	s.mu.Lock()
-	s.from, s.to = "", nil
+	s.from, s.to, s.utf8 = "", nil, false
 	s.mu.Unlock()
 }
 

@@ -41,8 +41,10 @@
 //   - go-smtp's Debug writer, which would copy raw traffic, is never set.
 //
 // Addresses are checked as described in address.go: source routes are
-// accepted and stripped, '%' is not interpreted, control characters and
-// non-ASCII are refused.
+// accepted and stripped, '%' is not interpreted, control characters are
+// refused, and non-ASCII (UTF-8) addresses are accepted only in a
+// transaction whose MAIL FROM has the SMTPUTF8 parameter (RFC 6531),
+// which the server offers.
 package smtpd
 
 import (
@@ -293,6 +295,7 @@ func New(opt Options, q Queue) (*Server, error) {
 	srv.ReadTimeout = opt.commandTimeout() // go-smtp sets it before each command line
 	srv.WriteTimeout = opt.WriteTimeout
 	srv.TLSConfig = opt.TLSConfig
+	srv.EnableSMTPUTF8 = true // RFC 6531: non-ASCII addresses with MAIL FROM's SMTPUTF8
 	srv.ErrorLog = errorLog{s}
 	srv.Debug = nil // never: it would copy raw traffic
 	s.smtp = srv

@@ -557,7 +557,7 @@ func TestAddresses(t *testing.T) {
 	for _, tc := range []struct{ path, reply string }{
 		{"<a\x00b@example.org>", "5.1.3 control character in address"},
 		{"<a@exam\x01ple.org>", "5.1.3 control character in address"},
-		{"<j\xc3\xb6rg@example.org>", "5.6.7 non-ASCII address requires SMTPUTF8"},
+		{"<j\xc3\xb6rg@example.org>", "5.6.7 non-ASCII address requires the SMTPUTF8 parameter"},
 		{"<a@b@example.org>", "5.1.3 address has more than one @"},
 		{"<a@-bad!domain>", "5.1.3 invalid domain in address"},
 		{"<a@example..org>", "5.1.3 invalid domain in address"},

@@ -65,7 +65,7 @@ func TestStrictCRLFReaderKeepsUnderlyingError(t *testing.T) {
 }
 
 func TestNormalizeAddress(t *testing.T) {
-	for _, tc := range []struct{ in, out, err string }{
+	checkNormalize(t, false, []normalizeCase{
 		{"a@example.org", "a@example.org", ""},
 		{"first.last+tag@sub.example.org", "first.last+tag@sub.example.org", ""},
 		{"user%host@relay.example", "user%host@relay.example", ""},
@@ -84,8 +84,8 @@ func TestNormalizeAddress(t *testing.T) {
 		{"a@" + strings.Repeat("l", 64) + ".org", "", "501 5.1.3 invalid domain in address"},
 		{"a\x00@example.org", "", "501 5.1.3 control character in address"},
 		{"a\x7f@example.org", "", "501 5.1.3 control character in address"},
-		{"ü@example.org", "", "553 5.6.7 non-ASCII address requires SMTPUTF8, which this server does not offer"},
-		{"a@münchen.example", "", "553 5.6.7 non-ASCII address requires SMTPUTF8, which this server does not offer"},
+		{"ü@example.org", "", "553 5.6.7 non-ASCII address requires the SMTPUTF8 parameter of MAIL FROM"},
+		{"a@münchen.example", "", "553 5.6.7 non-ASCII address requires the SMTPUTF8 parameter of MAIL FROM"},
 		{"a@xn--mnchen-3ya.example", "a@xn--mnchen-3ya.example", ""},
 		{"a@xn--bcher-kva.xn--nxasmq6b", "a@xn--bcher-kva.xn--nxasmq6b", ""},
 		{"a@xn--", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
@@ -96,18 +96,45 @@ func TestNormalizeAddress(t *testing.T) {
 		{"a@xn--mnchen-3ya_x.example", "", "501 5.1.3 invalid internationalized (xn--) label in address domain"},
 		{"a@[xn--]", "", "501 5.1.3 invalid domain in address"},
 		{"a@xnx--.example", "a@xnx--.example", ""}, // not the ACE prefix
-	} {
-		out, e := normalizeAddress(tc.in, true)
+	})
+	if _, e := NormalizeAddress("a@b@c", false, false); e == nil || e.EnhancedCode[2] != 7 {
+		t.Errorf("MAIL FROM errors use 5.1.7: %v", e)
+	}
+}
+
+// TestNormalizeAddressUTF8: under SMTPUTF8, UTF-8 local parts and U-labels
+// are accepted as they are; invalid UTF-8, C1 controls and labels that
+// are not valid IDNA are refused.
+func TestNormalizeAddressUTF8(t *testing.T) {
+	checkNormalize(t, true, []normalizeCase{
+		{"jörg@example.org", "jörg@example.org", ""},
+		{"用户@例子.广告", "用户@例子.广告", ""},
+		{"a@münchen.example", "a@münchen.example", ""},
+		{"ascii@example.org", "ascii@example.org", ""},
+		{"jö rg@example.org", `"jö rg"@example.org`, ""},
+		{"a\xc3@example.org", "", "501 5.1.3 invalid UTF-8 or a control character in address"},
+		{"a\u0085@example.org", "", "501 5.1.3 invalid UTF-8 or a control character in address"},
+		{"a@exa\u00a0mple.org", "", "501 5.1.3 invalid domain in address"},
+		{"a@-münchen.example", "", "501 5.1.3 invalid domain in address"},
+		{"a\x01@example.org", "", "501 5.1.3 control character in address"},
+	})
+}
+
+type normalizeCase struct{ in, out, err string }
+
+// checkNormalize checks NormalizeAddress on RCPT TO addresses, with or
+// without SMTPUTF8.
+func checkNormalize(t *testing.T, utf8 bool, cases []normalizeCase) {
+	t.Helper()
+	for _, tc := range cases {
+		out, e := NormalizeAddress(tc.in, true, utf8)
 		got := ""
 		if e != nil {
 			got = fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 		}
 		if out != tc.out || got != tc.err {
-			t.Errorf("normalizeAddress(%q) = %q, %q; want %q, %q", tc.in, out, got, tc.out, tc.err)
+			t.Errorf("NormalizeAddress(%q, utf8 %v) = %q, %q; want %q, %q", tc.in, utf8, out, got, tc.out, tc.err)
 		}
-	}
-	if _, e := normalizeAddress("a@b@c", false); e == nil || e.EnhancedCode[2] != 7 {
-		t.Errorf("MAIL FROM errors use 5.1.7: %v", e)
 	}
 }
 

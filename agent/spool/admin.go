@@ -14,7 +14,7 @@ import (
 )
 
 type counters struct {
-	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures, spilled atomic.Uint64
+	accepted, delivered, deferred, failed, bounced, expired, quarantined, putFailures, spilled, waited atomic.Uint64
 }
 
 // Stats are the queue's counters since Open, and the number of items queued.
@@ -22,6 +22,7 @@ type Stats struct {
 	Accepted    uint64 // messages accepted by Put
 	Delivered   uint64 // recipients delivered
 	Deferred    uint64 // recipient attempts that failed temporarily
+	Waited      uint64 // recipients a rate limit held back (Waiting): neither failures nor attempts
 	Failed      uint64 // recipients that failed: permanently or by expiry
 	Bounced     uint64 // DSNs generated
 	Expired     uint64 // recipients that expired at MaxLifetime (also in Failed)
@@ -183,7 +184,7 @@ func (q *Queue) Stats() Stats {
 	q.mu.Unlock()
 	c := &q.stats
 	return Stats{
-		Accepted: c.accepted.Load(), Delivered: c.delivered.Load(), Deferred: c.deferred.Load(),
+		Accepted: c.accepted.Load(), Delivered: c.delivered.Load(), Deferred: c.deferred.Load(), Waited: c.waited.Load(),
 		Failed: c.failed.Load(), Bounced: c.bounced.Load(), Expired: c.expired.Load(),
 		Quarantined: c.quarantined.Load(), PutFailures: c.putFailures.Load(), Spilled: c.spilled.Load(),
 		Queued: queued, Held: held, Buffered: q.mem.used.Load(),

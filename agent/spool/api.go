@@ -18,6 +18,11 @@ const (
 	// Permanent: the relay refused this recipient or message with a 5xx
 	// that retrying will not fix. The recipient fails and the sender gets a DSN.
 	Permanent
+	// Waiting: not attempted, because a rate limit holds it back until
+	// RcptResult.RetryAt. It is no failure: it stays pending, and when
+	// every recipient of an attempt waits, the attempt is not counted and
+	// nothing is written; the item is simply tried again at RetryAt.
+	Waiting
 )
 
 func (s Status) String() string {
@@ -28,6 +33,8 @@ func (s Status) String() string {
 		return "temporary"
 	case Permanent:
 		return "permanent"
+	case Waiting:
+		return "waiting"
 	}
 	return "unknown"
 }
@@ -71,6 +78,9 @@ type RcptResult struct {
 	// one line ("250 2.0.0 Ok: queued as 4ZxYw"), for the log: the
 	// relay's own queue ID follows the message there.
 	Reply string
+	// RetryAt is when a Waiting recipient may be tried again; zero means
+	// after MinBackoff.
+	RetryAt time.Time
 }
 
 // Deliverer delivers messages for the spool. agent/deliver implements it;

@@ -56,6 +56,10 @@
 //     is skipped and a copy of its segment kept in quarantine/. Each gets
 //     a log line. Nothing damaged is ever deleted; only leftover temporary
 //     files, which were never acknowledged, are removed.
+//   - A recipient a rate limit holds back (a Waiting result) is no
+//     failure: it stays pending, and an attempt in which every recipient
+//     waits is not counted and writes nothing; the item is tried again at
+//     the time the deliverer gave, within MaxLifetime.
 //   - Delivery is at least once: a crash between the relay's 250 and the
 //     spool's record of it may send a message twice; nothing is lost.
 //   - Recipients that fail permanently, and those still pending when an item

@@ -88,7 +88,8 @@ func buildDSN(d dsnData) []byte {
 	line("The error for each is below; the message's headers are attached.")
 	line("")
 	for _, r := range d.Failed {
-		b.WriteString(fold(fmt.Sprintf("<%s>:", dsnText(r.Address)), dsnText(r.LastError)))
+		_, addr := dsnAddress(r.Address)
+		b.WriteString(fold(fmt.Sprintf("<%s>:", addr), dsnText(r.LastError)))
 	}
 	line("")
 
@@ -101,7 +102,8 @@ func buildDSN(d dsnData) []byte {
 	line("Arrival-Date: %s", d.Received.Format(time.RFC1123Z))
 	for _, r := range d.Failed {
 		line("")
-		line("Final-Recipient: rfc822; %s", dsnText(r.Address))
+		typ, addr := dsnAddress(r.Address)
+		line("Final-Recipient: %s; %s", typ, addr)
 		line("Action: failed")
 		line("Status: %s", orText(r.Status, "5.0.0"))
 		if r.LastError != "" {
@@ -128,6 +130,26 @@ func buildDSN(d dsnData) []byte {
 	line("")
 	line("--%s--", boundary)
 	return b.Bytes()
+}
+
+// dsnAddress writes an address for a DSN: type rfc822 and the address
+// when it is ASCII; else type utf-8 and the address as RFC 6533's
+// utf-8-addr-xtext, each non-ASCII character (and '+', '=', '\') as
+// \x{HEX}, so that the report stays ASCII and the address is not lost.
+func dsnAddress(a string) (typ, text string) {
+	a = oneLine(a, maxDSNText)
+	if isASCII([]byte(a)) {
+		return "rfc822", dsnText(a)
+	}
+	var b strings.Builder
+	for _, r := range a {
+		if r > 0x20 && r < 0x7f && r != '+' && r != '=' && r != '\\' {
+			b.WriteRune(r)
+			continue
+		}
+		fmt.Fprintf(&b, "\\x{%X}", r)
+	}
+	return "utf-8", b.String()
 }
 
 // dsnText makes s safe for a DSN line: one line, ASCII, bounded.

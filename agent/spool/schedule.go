@@ -123,11 +123,12 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 	env := it.env.clone()
 	q.mu.Unlock()
 
+	changed := true
 	if pending := env.pending(); len(pending) > 0 {
 		q.mu.Lock()
 		open := q.opener(it)
 		q.mu.Unlock()
-		q.attempt(ctx, d, &env, pending, open)
+		changed = q.attempt(ctx, d, &env, pending, open)
 	}
 	if len(env.pending()) == 0 && env.held() {
 		q.hold(it, &env)
@@ -151,10 +152,14 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 	}
 	it.env = env
 	q.mu.Unlock()
-	if err := q.writeEnvelope(it); err != nil {
-		// The old envelope stays on disk: after a restart, delivered
-		// recipients may get the message again. Never lost.
-		q.log.Error("spool: cannot record delivery outcome", "id", env.ID, "err", err)
+	// When only the next attempt moved (a rate limit held every recipient
+	// back), it is kept in memory: after a restart the item is simply due.
+	if changed {
+		if err := q.writeEnvelope(it); err != nil {
+			// The old envelope stays on disk: after a restart, delivered
+			// recipients may get the message again. Never lost.
+			q.log.Error("spool: cannot record delivery outcome", "id", env.ID, "err", err)
+		}
 	}
 	q.mu.Lock()
 	it.running = false
@@ -169,8 +174,10 @@ func (q *Queue) process(ctx context.Context, d Deliverer, it *item) {
 }
 
 // attempt hands the pending recipients (indexes into env.Recipients) to d
-// and records the results in env.
-func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending []int, open func() (io.ReadCloser, error)) {
+// and records the results in env. It reports whether env changed beyond
+// its next attempt: when a rate limit held every recipient back
+// (Waiting), the attempt does not count and only NextAttempt moves.
+func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending []int, open func() (io.ReadCloser, error)) bool {
 	del := &Delivery{
 		ID:       env.ID,
 		From:     env.From,
@@ -190,23 +197,52 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 			"id", env.ID, "results", len(results), "recipients", len(pending))
 	}
 
+	result := func(k int) RcptResult {
+		if k < len(results) {
+			return results[k]
+		}
+		return RcptResult{Status: Temporary, Err: fmt.Errorf("no result from the deliverer for this recipient")}
+	}
+	var wake time.Time // the earliest RetryAt of a Waiting recipient
+	waiting := 0
+	for k, i := range pending {
+		if res := result(k); res.Status == Waiting {
+			waiting++
+			at := res.RetryAt
+			if at.IsZero() {
+				at = now.Add(q.opt.MinBackoff)
+			}
+			if wake.IsZero() || at.Before(wake) {
+				wake = at
+			}
+			q.stats.waited.Add(1)
+			q.log.Debug("spool: waiting for a rate limit", "id", env.ID, "rcpt", env.Recipients[i].Address, "relay", res.Relay, "until", at)
+		}
+	}
+	deadline := env.Received.Add(q.opt.MaxLifetime)
+	if waiting == len(pending) && now.Before(deadline) {
+		env.NextAttempt = minTime(wake, deadline).UTC()
+		return false
+	}
+
 	env.Attempts++
 	env.LastAttempt = now
 	env.LastError = ""
-	outcomes := make([]RcptResult, len(pending))
+	// One log line per recipient tried, once its outcome is final (an
+	// expiry below changes it); a Waiting recipient was not tried.
 	defer func() {
 		for k, i := range pending {
-			q.logAttempt(env, &env.Recipients[i], outcomes[k], now)
+			if res := result(k); res.Status != Waiting {
+				q.logAttempt(env, &env.Recipients[i], res, now)
+			}
 		}
 	}()
 	for k, i := range pending {
 		r := &env.Recipients[i]
-		res := RcptResult{Status: Temporary, Err: fmt.Errorf("no result from the deliverer for this recipient")}
-		if k < len(results) {
-			res = results[k]
-		}
-		outcomes[k] = res
+		res := result(k)
 		switch res.Status {
+		case Waiting:
+			continue // pending, no failure; its state is unchanged
 		case Delivered:
 			r.State, r.LastError = StateDelivered, ""
 			q.stats.delivered.Add(1)
@@ -225,7 +261,7 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 	}
 
 	if len(env.pending()) == 0 {
-		return
+		return true
 	}
 	if now.Sub(env.Received) >= q.opt.MaxLifetime {
 		for _, i := range env.pending() {
@@ -235,14 +271,23 @@ func (q *Queue) attempt(ctx context.Context, d Deliverer, env *envelope, pending
 			q.stats.failed.Add(1)
 			q.stats.expired.Add(1)
 		}
-		return
+		return true
 	}
 	next := now.Add(q.backoff(env.Attempts))
-	// The last attempt happens when the lifetime ends.
-	if deadline := env.Received.Add(q.opt.MaxLifetime); next.After(deadline) {
-		next = deadline
+	if waiting > 0 {
+		// Recipients a rate limit held back go when it lets them.
+		next = minTime(next, wake)
 	}
-	env.NextAttempt = next.UTC()
+	// The last attempt happens when the lifetime ends.
+	env.NextAttempt = minTime(next, deadline).UTC()
+	return true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func orText(s, def string) string {

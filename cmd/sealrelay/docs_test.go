@@ -41,6 +41,7 @@ func generatedDocs() []generatedDoc {
 		{"README.md", "commands", fence("", []byte(overview()))},
 		{"docs/config.md", "", docgen.ConfigMarkdown(ref)},
 		{"dist/man/sealrelay.8", "", manPage().Roff()},
+		{"dist/man/sealrelay-sendmail.8", "", sendmailManPage().Roff()},
 		{"dist/man/sealrelay.toml.5", "", docgen.ConfigPage(ref, defaultConfig).Roff()},
 		{"dist/deb/sealrelay.toml", "", packageConfig(ref)},
 	}
@@ -192,6 +193,19 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// optionItems are c's options as a manual page lists them.
+func optionItems(c *command) []docgen.Block {
+	var out []docgen.Block
+	for _, o := range c.options() {
+		tag := docgen.Bold(o.flag)
+		if o.arg != "" {
+			tag += " " + docgen.Italic(o.arg)
+		}
+		out = append(out, docgen.Item{Tag: tag, Body: o.usage})
+	}
+	return out
+}
+
 // manPage is sealrelay(8), from the command table.
 func manPage() *docgen.Page {
 	syn := docgen.Synopsis{Command: "sealrelay"}
@@ -205,13 +219,7 @@ func manPage() *docgen.Page {
 		for _, p := range strings.Split(c.about, "\n\n") {
 			cmds = append(cmds, docgen.Para(p))
 		}
-		for _, o := range c.options() {
-			tag := docgen.Bold(o.flag)
-			if o.arg != "" {
-				tag += " " + docgen.Italic(o.arg)
-			}
-			cmds = append(cmds, docgen.Item{Tag: tag, Body: o.usage})
-		}
+		cmds = append(cmds, optionItems(c)...)
 	}
 	d := config.Default()
 	file := func(path, what string) docgen.Block { return docgen.Item{Tag: docgen.Italic(path), Body: what} }
@@ -247,7 +255,7 @@ where the fix is known.`),
 				file(agent.ControlSocket(d.DataDir), "the running agent's control socket, for queue retry and delete"),
 			}},
 			{Name: "SEE ALSO", Blocks: []docgen.Block{
-				docgen.Roff(string(docgen.Bold("sealrelay.toml")) + "(5), " + string(docgen.Bold("age")) + "(1), " + string(docgen.Bold("age-keygen")) + "(1)"),
+				docgen.Roff(string(docgen.Bold("sealrelay.toml")) + "(5), " + string(docgen.Bold("sealrelay-sendmail")) + "(8), " + string(docgen.Bold("age")) + "(1), " + string(docgen.Bold("age-keygen")) + "(1)"),
 			}},
 		},
 	}

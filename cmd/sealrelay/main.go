@@ -5,7 +5,9 @@
 //
 // `sealrelay help` lists the commands; their text lives in usage.go, which
 // the README's command list and the sealrelay(8) manual page are generated
-// from. Exit status: 0 success, 1 failure, 2 usage error.
+// from. Exit status: 0 success, 1 failure, 2 usage error; sendmail exits
+// with sysexits codes, as sendmail(1) does. Called through a link named
+// sendmail or mailq, the binary is `sealrelay sendmail` (or its -bp).
 package main
 
 import (
@@ -38,7 +40,7 @@ func main() {
 	// First, before any command can read a key, a token or a password.
 	disableCoreDumps()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(&env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	code := run(&env{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, argv0Args(os.Args))
 	stop()
 	os.Exit(code)
 }
@@ -80,8 +82,16 @@ func run(e *env, args []string) int {
 	}
 	printError(e.stderr, err)
 	var ue *usageError
-	if errors.As(err, &ue) {
+	usage := errors.As(err, &ue)
+	if usage {
 		fmt.Fprint(e.stderr, cmd.usage())
+	}
+	// A command with exit statuses of its own (sendmail's sysexits).
+	var xc interface{ ExitCode() int }
+	if errors.As(err, &xc) {
+		return xc.ExitCode()
+	}
+	if usage {
 		return 2
 	}
 	return 1

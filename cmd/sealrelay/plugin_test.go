@@ -178,9 +178,9 @@ func TestPluginAsksServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the message to be deferred twice", func() bool {
-		return strings.Count(p.stderr.String(), "spool: delivery deferred") >= 2
+		return strings.Count(p.stderr.String(), "status=deferred") >= 2
 	})
-	if s := p.stderr.String(); strings.Contains(s, "delivery failed") || strings.Contains(s, "AGE-PLUGIN-") {
+	if s := p.stderr.String(); strings.Contains(s, "status=bounced") || strings.Contains(s, "AGE-PLUGIN-") {
 		t.Errorf("the message bounced, or the log holds the plugin identity:\n%s", s)
 	}
 	if n := len(up.Messages()); n != 0 {

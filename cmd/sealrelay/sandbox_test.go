@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -48,7 +49,7 @@ func TestServeInUnitSandbox(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(base) })
 	os.Chmod(base, 0o755) //nolint:errcheck // checked by the agent's start
 	etc, state, bin := filepath.Join(base, "etc"), filepath.Join(base, "state"), filepath.Join(base, "sealrelay")
-	for dir, mode := range map[string]os.FileMode{etc: 0o750, state: 0o700} { // ConfigurationDirectoryMode, StateDirectoryMode
+	for dir, mode := range map[string]os.FileMode{etc: 0o750, state: 0o711} { // ConfigurationDirectoryMode, StateDirectoryMode
 		if err := os.Mkdir(dir, mode); err != nil {
 			t.Fatal(err)
 		}
@@ -73,6 +74,12 @@ func TestServeInUnitSandbox(t *testing.T) {
 		if err := os.Chmod(p, 0o640); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The maildrop, as the unit's ExecStartPre= makes it (as root): the
+	// agent may not set its set-gid bit inside the sandbox.
+	maildropDir := filepath.Join(state, "maildrop")
+	if out, err := exec.Command("install", "-d", "-m", "3733", "-o", strconv.Itoa(max(uid, 0)), "-g", strconv.Itoa(max(gid, 0)), maildropDir).CombinedOutput(); err != nil {
+		t.Fatalf("install -d %s: %v %s", maildropDir, err, out)
 	}
 
 	sock := sdnotifytest.Listen(t)
@@ -195,7 +202,8 @@ func hasCoreLimitZero(limits string) bool {
 }
 
 // checkPrivateModes: everything the agent wrote under dir is its own, with
-// no access for group or others.
+// no access for group or others; dir itself is only searchable by them,
+// and the maildrop in it is the one place they may write (mode 3733).
 func checkPrivateModes(t *testing.T, dir string, uid int) {
 	t.Helper()
 	files := 0
@@ -207,7 +215,17 @@ func checkPrivateModes(t *testing.T, dir string, uid int) {
 		if err != nil {
 			return err
 		}
-		if info.Mode().Perm()&0o077 != 0 {
+		open := fs.FileMode(0)
+		switch p {
+		case dir:
+			open = 0o011
+		case filepath.Join(dir, "maildrop"):
+			if info.Mode()&(fs.ModeSetgid|fs.ModeSticky|fs.ModePerm) != fs.ModeSetgid|fs.ModeSticky|0o733 {
+				t.Errorf("%s: mode %v, want 3733", p, info.Mode())
+			}
+			open = 0o033
+		}
+		if info.Mode().Perm()&0o077&^open != 0 {
 			t.Errorf("%s: mode %v, open to group or others", p, info.Mode())
 		}
 		if st, ok := info.Sys().(*syscall.Stat_t); ok && uid >= 0 && int(st.Uid) != uid {

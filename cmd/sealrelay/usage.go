@@ -19,7 +19,10 @@ type command struct {
 	// flags defines every flag the command takes on fs, as run does; nil
 	// for none.
 	flags func(fs *flag.FlagSet)
-	run   func(e *env, args []string) error
+	// opts lists the options of a command that parses its own command
+	// line (sendmail), for help and the manual, when flags is nil.
+	opts []option
+	run  func(e *env, args []string) error
 }
 
 // form is one way to call a command.
@@ -100,6 +103,42 @@ with no agent running they act on the spool directly, and then only as
 the spool's owner. list works for anyone who can read the spool.`,
 			flags: func(fs *flag.FlagSet) { configFlag(fs) },
 			run:   cmdQueue,
+		},
+		{
+			name: "sendmail",
+			forms: []form{
+				{"sendmail [-t] [-i] [-f FROM] [-F NAME] [-C CONFIG] [-v] [RCPT...]", "submit a message as sendmail(1) does; it waits in the maildrop while the agent is down"},
+				{"sendmail -bp [-C CONFIG]", "the queue and the maildrop, as mailq"},
+			},
+			about: `Takes a message on standard input, as /usr/sbin/sendmail does for cron,
+PHP's mail(), mail clients and scripts, and leaves it in the maildrop
+(data_dir/maildrop), from which the agent takes it into the spool at
+once, or when it starts if it is not running. The same binary called
+through a link named sendmail is this command, and through one named
+mailq is sendmail -bp. It never reads a credential.
+
+The envelope sender of a user other than root and the agent's own user is
+login@hostname; -f may give another only where a [[sendmail.allow]] table
+of the config allows it. An address without a domain gets the config's
+hostname. Also accepted: -oi (as -i), -bm (send: the default), -r FROM (as
+-f) and -- before the recipients; -B, -N, -R, -V, -L, -e, -h, -X, -O, -p,
+other -o options, -m, -n, -U and -G are ignored, as Postfix ignores them.
+
+The config is -C, else $SEALRELAY_CONFIG, else
+/etc/sealrelay/sealrelay.toml; when that default file cannot be read, the
+built-in defaults are used.
+
+` + sendmailExitText(),
+			opts: []option{
+				{flag: "-t", name: "-t", usage: "read the recipients from the To, Cc and Bcc headers too, and remove Bcc"},
+				{flag: "-i", name: "-i", usage: "a line with a single dot does not end the message"},
+				{flag: "-f", arg: "FROM", name: "-f FROM", usage: "the envelope sender, if the config allows it; <> is the null sender"},
+				{flag: "-F", arg: "NAME", name: "-F NAME", usage: "the full name of the From header added to a message without one"},
+				{flag: "-C", arg: "CONFIG", name: "-C CONFIG", usage: "the agent's config file (default $SEALRELAY_CONFIG, else " + defaultConfig + ")"},
+				{flag: "-v", name: "-v", usage: "say where the message was left"},
+				{flag: "-bp", name: "-bp", usage: "list the queue and the maildrop instead (mailq)"},
+			},
+			run: cmdSendmail,
 		},
 		{
 			name:  "demo",
@@ -191,7 +230,7 @@ type option struct {
 // options lists the command's flags, in the order of their names.
 func (c *command) options() []option {
 	if c.flags == nil {
-		return nil
+		return c.opts
 	}
 	fs := newFlags(c.name)
 	c.flags(fs)

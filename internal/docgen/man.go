@@ -151,7 +151,7 @@ func (v Verbatim) roff(b *strings.Builder) {
 func (s Synopsis) roff(b *strings.Builder) {
 	for _, f := range s.Forms {
 		b.WriteString(".SY " + s.Command + "\n")
-		line(b, string(Command(f)))
+		text(b, string(Command(f)))
 		b.WriteString(".YS\n")
 	}
 }

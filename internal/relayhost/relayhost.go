@@ -72,6 +72,9 @@ type Config struct {
 	// CountOnly keeps no message records at all, only the count (for the
 	// benchmark). Sessions are still recorded.
 	CountOnly bool
+	// SMTPUTF8 offers the SMTPUTF8 extension (RFC 6531): UTF-8 addresses
+	// in transactions that ask for it.
+	SMTPUTF8 bool
 	// MaxMessageBytes is the SIZE limit; default 64 MiB.
 	MaxMessageBytes int64
 	// ReadTimeout and WriteTimeout bound each command; default 1 minute.
@@ -177,6 +180,7 @@ func Start(cfg Config) (*Server, error) {
 	srv.Domain = cfg.Hostname
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
 	srv.MaxRecipients = 1000
+	srv.EnableSMTPUTF8 = cfg.SMTPUTF8
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
 	// The session enforces TLS before AUTH itself, so that an AUTH sent in

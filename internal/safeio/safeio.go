@@ -3,7 +3,8 @@
 // new content.
 //
 // What it promises: the content goes to a temporary file in the same
-// directory, opened with O_EXCL (and O_NOFOLLOW) and mode 0600, so nothing
+// directory, opened with O_EXCL (and O_NOFOLLOW) and mode 0600 (or the
+// mode Options asks for), so nothing
 // planted under that name, a symlink included, is ever written through; the
 // file is fsynced and closed, renamed over the path, and then the directory
 // is fsynced, so the rename itself is durable when Commit returns. On any
@@ -31,6 +32,10 @@ type Options struct {
 	// or 0600 when there is none, set on the open file (the umask does not
 	// narrow them).
 	KeepMode bool
+	// Mode, if not zero, gives the file these permission bits instead,
+	// set on the open file (the umask does not narrow them): 0640 for a
+	// file another user's group must read.
+	Mode fs.FileMode
 	// FixedTemp names the temporary file path+TempSuffix, a name a loader
 	// can recognise after a crash, and removes a leftover of that name
 	// first. Only one writer at a time may write path. Without it the
@@ -86,7 +91,10 @@ func Create(path string, opt Options) (*File, error) {
 		return nil, err
 	}
 	a := &File{f: f, path: path, tmp: f.Name(), opt: opt}
-	if opt.KeepMode {
+	if opt.Mode != 0 {
+		mode = opt.Mode.Perm()
+	}
+	if opt.KeepMode || opt.Mode != 0 {
 		if err := f.Chmod(mode); err != nil {
 			a.Abort()
 			return nil, err
@@ -108,6 +116,9 @@ func WriteFile(path string, fill func(w io.Writer) error, opt Options) error {
 	}
 	return a.Commit()
 }
+
+// TempName is the temporary file's path, until Commit renames it.
+func (a *File) TempName() string { return a.tmp }
 
 // Write writes to the temporary file; errors name it.
 func (a *File) Write(p []byte) (int, error) {

@@ -138,6 +138,7 @@ var (
 		"NotifyAccess":            "service manager: which PIDs systemd listens to",
 		"WatchdogSec":             "service manager: TestServiceNotify checks the pings",
 		"ExecStart":               "the test runs the same command line",
+		"ExecStartPre":            "runs as root outside the sandbox (+): the test makes the maildrop as it does",
 		"ExecReload":              "service manager: TestServiceNotify sends SIGHUP itself",
 		"Restart":                 "service manager: needs systemd as PID 1",
 		"RestartSec":              "service manager: needs systemd as PID 1",

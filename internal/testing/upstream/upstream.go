@@ -78,6 +78,7 @@ type Config struct {
 	Accounts                  map[string]string
 	DiscardBodies             bool
 	CountOnly                 bool
+	SMTPUTF8                  bool
 	MaxMessageBytes           int64
 	ReadTimeout, WriteTimeout time.Duration
 	Logger                    *slog.Logger
@@ -198,7 +199,7 @@ func Start(cfg Config) (*Server, error) {
 	rc := relayhost.Config{
 		Addr: cfg.Addr, Hostname: cfg.Hostname, TLS: cfg.TLS, CA: cfg.CA,
 		AllowInsecureAuth: cfg.AllowInsecureAuth, RequireAuth: b.RequireAuth, Accounts: cfg.Accounts,
-		DiscardBodies: cfg.DiscardBodies, CountOnly: cfg.CountOnly, MaxMessageBytes: cfg.MaxMessageBytes,
+		DiscardBodies: cfg.DiscardBodies, CountOnly: cfg.CountOnly, SMTPUTF8: cfg.SMTPUTF8, MaxMessageBytes: cfg.MaxMessageBytes,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, Logger: cfg.Logger,
 		Faults: faults{s},
 	}
