@@ -89,13 +89,13 @@ var keySpecs = []keySpec{
 	{name: KeyScopes, title: "Scopes"},
 	{name: KeyAccessKeyID, title: "AccessKeyID"},
 	{name: KeyRegion, title: "Region"},
-	{name: KeyGeneration, title: "Generation"},
 	{name: KeyCertificate, title: "Certificate", multiline: true},
 	{name: KeyPassword, title: "Password", secret: true},
 	{name: KeyClientSecret, title: "ClientSecret", secret: true},
 	{name: KeyRefreshToken, title: "RefreshToken", secret: true},
 	{name: KeyPrivateKey, title: "PrivateKey", secret: true, multiline: true},
 	{name: KeySecretAccessKey, title: "SecretAccessKey", secret: true},
+	{name: KeyGeneration, title: "Generation"},
 }
 
 func spec(key string) (keySpec, bool) {
