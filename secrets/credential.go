@@ -72,9 +72,10 @@ type Credential struct {
 // settings are an entry's non-secret keys other than kind, username and
 // generation.
 type settings struct {
-	values map[string]string // scopes are in scopes
-	scopes []string
-	cert   *CertificateInfo // of the certificate key, if set
+	values     map[string]string // scopes are in scopes
+	scopes     []string
+	cert       *CertificateInfo // of the certificate key, if set
+	secretKeys []string         // the secret keys the entry sets
 }
 
 // secretValues are an entry's secrets and what is made of them in memory.
@@ -211,6 +212,22 @@ func (c Credential) Scopes() []string {
 	return slices.Clone(c.settings.scopes)
 }
 
+// SecretKeys returns the names (never the values) of the secret keys the
+// entry sets, in schema order: which form of a kind it is. It is known
+// for a Credential from ParsePublic too.
+func (c Credential) SecretKeys() []string {
+	if c.settings != nil {
+		return slices.Clone(c.settings.secretKeys)
+	}
+	var out []string
+	for _, f := range c.fields(false) {
+		if f.Secret && f.Value != empty {
+			out = append(out, f.Key)
+		}
+	}
+	return out
+}
+
 // Fields returns the keys c sets that are not secret, in the order
 // entries are written: kind (unless password), username or
 // access_key_id, the settings, generation.
@@ -249,6 +266,9 @@ func (c Credential) fields(reveal bool) []Field {
 			v, ok := "", false
 			if c.secrets() != nil {
 				v, ok = c.secrets().values[s.name]
+			} else if c.settings != nil && slices.Contains(c.settings.secretKeys, s.name) {
+				// From ParsePublic: set in the source, not held here.
+				v, ok = Redacted, !reveal
 			}
 			if !ok && !(s.name == KeyPassword && kind == KindPassword) {
 				continue

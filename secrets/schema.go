@@ -191,7 +191,10 @@ type EntryError struct {
 	Entry string
 	Key   string // the key at fault; "" for the entry as a whole
 	Err   error  // ErrMissingKey, ErrUnknownKey or ErrInvalidEntry
-	msg   string
+	// Why says, for a missing key needed only with others, which ones:
+	// "provider microsoft365 needs it, or token_url".
+	Why string
+	msg string
 }
 
 func (e *EntryError) Error() string { return e.msg }
@@ -211,7 +214,7 @@ func missing(entry, key, why string) *EntryError {
 	if why != "" {
 		msg += " (" + why + ")"
 	}
-	return &EntryError{Entry: entry, Key: key, Err: ErrMissingKey, msg: msg}
+	return &EntryError{Entry: entry, Key: key, Err: ErrMissingKey, Why: why, msg: msg}
 }
 
 var (
@@ -297,6 +300,11 @@ func parse(name string, data map[string]any, full bool) (Credential, error) {
 		return Credential{}, err
 	}
 	c.settings = newSettings(v)
+	for _, k := range keySpecs {
+		if v.secrets[k.name] {
+			c.settings.secretKeys = append(c.settings.secretKeys, k.name)
+		}
+	}
 	if full {
 		sv := &secretValues{values: map[string]string{}, derived: v.derived, tlsCert: v.tlsCert}
 		for k := range v.secrets {

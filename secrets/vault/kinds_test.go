@@ -112,8 +112,10 @@ func TestKindsRoundTrip(t *testing.T) {
 			}
 			for i, e := range list {
 				c := creds[i]
-				if e.Name != c.Name || e.Kind != c.Kind() || e.Generation != c.Generation || e.Sealed != sealed ||
-					e.Username != c.Username || !slices.Equal(e.Fields, c.Fields()) || e.Err != nil {
+				p := e.Public
+				if e.Name != c.Name || p.Kind() != c.Kind() || p.Generation != c.Generation || e.Sealed != sealed ||
+					e.Username != c.Username || !slices.Equal(p.Fields(), c.Fields()) || e.Err != nil ||
+					!slices.Equal(p.SecretKeys(), c.SecretKeys()) || len(p.SecretKeys()) == 0 || p.TokenEndpoint() != c.TokenEndpoint() {
 					t.Errorf("List[%d] = %+v\nwant %s %v", i, e, c.Name, c.Fields())
 				}
 			}

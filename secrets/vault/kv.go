@@ -22,13 +22,12 @@ type Entry struct {
 	Version  int  // KV version number of the current version
 	Sealed   bool // its secret values are age-armored ciphertexts
 	Deleted  bool // the current version is deleted; the fields below are empty
-	// Kind, Generation and Fields (the keys that are not secret) are
-	// what secrets.ParsePublic makes of the entry.
-	Kind       secrets.Kind
-	Generation string
-	Fields     []secrets.Field
+	// Public is the entry as secrets.ParsePublic reads it: its kind,
+	// generation, non-secret fields and the names of its secret keys,
+	// and no secret.
+	Public secrets.Credential
 	// Err is why the entry does not fit the schema of its kind, if it
-	// does not; the fields above are then empty but for Username.
+	// does not; Public is then empty.
 	Err error
 }
 
@@ -288,7 +287,7 @@ func describe(e *Entry, data map[string]any) {
 		e.Err = err
 		return
 	}
-	e.Username, e.Kind, e.Generation, e.Fields = c.Username, c.Kind(), c.Generation, c.Fields()
+	e.Username, e.Public = c.Username, c
 }
 
 var (

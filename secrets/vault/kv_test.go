@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -229,16 +230,21 @@ func TestSealedValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Entry{
-		{Name: "clear", Username: "u", Version: 1, Kind: secrets.KindPassword, Fields: []secrets.Field{{Key: "username", Value: "u"}}},
+		{Name: "clear", Username: "u", Version: 1},
 		{Name: "foreign", Username: "u", Version: 1, Sealed: true},
 		{Name: "primary", Username: "sealed@example.com", Version: v, Sealed: true},
 	}
-	for i := 1; i < 3; i++ { // written by Put, with a generation
-		want[i].Kind, want[i].Generation = secrets.KindPassword, entries[i].Generation
-		want[i].Fields = []secrets.Field{{Key: "username", Value: want[i].Username}, {Key: "generation", Value: want[i].Generation}}
+	for i := range want {
+		want[i].Public = secrets.NewCredential(want[i].Name, want[i].Username, "[redacted]", "")
+		want[i].Public.Generation = entries[i].Public.Generation
 	}
-	if fmt.Sprint(entries) != fmt.Sprint(want) || !secrets.ValidGeneration(entries[1].Generation) {
+	if fmt.Sprint(entries) != fmt.Sprint(want) || !secrets.ValidGeneration(entries[1].Public.Generation) {
 		t.Errorf("List = %+v\nwant %+v", entries, want)
+	}
+	for _, e := range entries {
+		if e.Public.Password() != "" || e.Public.Kind() != secrets.KindPassword || !slices.Equal(e.Public.SecretKeys(), []string{"password"}) {
+			t.Errorf("List: %s: Public %v", e.Name, e.Public)
+		}
 	}
 }
 
@@ -273,8 +279,8 @@ func TestListAndPut(t *testing.T) {
 		{Name: "gone", Version: 1, Deleted: true},
 	}
 	for i := range 2 {
-		want[i].Kind, want[i].Generation = secrets.KindPassword, entries[i].Generation
-		want[i].Fields = []secrets.Field{{Key: "username", Value: want[i].Username}, {Key: "generation", Value: want[i].Generation}}
+		want[i].Public = secrets.NewCredential(want[i].Name, want[i].Username, "[redacted]", "")
+		want[i].Public.Generation = entries[i].Public.Generation
 	}
 	if fmt.Sprintf("%+v", entries) != fmt.Sprintf("%+v", want) {
 		t.Errorf("List = %+v\nwant %+v", entries, want)
