@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,6 +130,9 @@ func TestCredentialAccessors(t *testing.T) {
 		t.Errorf("TokenEndpoint = %s", got)
 	}
 	gmail := get("oauth2 refresh token")
+	if got := gmail.SecretKeys(); !slices.Equal(got, []string{"client_secret", "refresh_token"}) || !slices.Equal(c.SecretKeys(), []string{"password"}) {
+		t.Errorf("SecretKeys = %q, %q", got, c.SecretKeys())
+	}
 	if gmail.RefreshToken() != secretRefresh || gmail.TokenEndpoint() != "https://oauth2.googleapis.com/token" {
 		t.Errorf("refresh token form: %v", gmail)
 	}

@@ -126,7 +126,7 @@ func (sf *setFlags) request(flags *flag.FlagSet, name string) (*setRequest, erro
 	}
 	given := map[string]bool{}
 	flags.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	r := &setRequest{name: name, kind: kind, data: map[string]any{}}
+	r := &setRequest{name: name, kind: kind, data: map[string]any{secrets.KeyKind: string(kind)}}
 	if err := r.takeValues(sf, given); err != nil {
 		return nil, err
 	}
