@@ -31,6 +31,23 @@ func secretForms(user, pass string) map[string]string {
 	return forms
 }
 
+// recordingCLI returns a function that runs one command line in-process,
+// fails the test unless it exits with want, appends what it printed to
+// printed, and returns its stdout.
+func recordingCLI(t *testing.T, printed *bytes.Buffer) func(stdin string, want int, args ...string) string {
+	return func(stdin string, want int, args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		code := run(&env{ctx: context.Background(), stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr}, args)
+		printed.Write(stdout.Bytes())
+		printed.Write(stderr.Bytes())
+		if code != want {
+			t.Fatalf("sealrelay %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, &stdout, &stderr)
+		}
+		return stdout.String()
+	}
+}
+
 // TestCredsFlowLeavesNoSecret runs the whole CLI flow in-process with known
 // passwords, then looks for them, in every form, in everything printed and
 // in every file left in the work dir other than the sealed file; and for
@@ -47,18 +64,7 @@ func TestCredsFlowLeavesNoSecret(t *testing.T) {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	var printed bytes.Buffer
 
-	// sealrelay runs one command line and returns its stdout.
-	sealrelay := func(stdin string, want int, args ...string) string {
-		t.Helper()
-		var stdout, stderr bytes.Buffer
-		code := run(&env{ctx: context.Background(), stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr}, args)
-		printed.Write(stdout.Bytes())
-		printed.Write(stderr.Bytes())
-		if code != want {
-			t.Fatalf("sealrelay %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, &stdout, &stderr)
-		}
-		return stdout.String()
-	}
+	sealrelay := recordingCLI(t, &printed)
 
 	pub1 := sealrelay("", 0, "keygen", "-o", p("relay1.key"))
 	pub2 := sealrelay("", 0, "keygen", "-o", p("relay2.key"))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"os"
@@ -98,17 +97,7 @@ func TestCredsKindsLeaveNoSecret(t *testing.T) {
 		}
 	}
 	var printed bytes.Buffer
-	sealrelay := func(stdin string, want int, args ...string) string {
-		t.Helper()
-		var stdout, stderr bytes.Buffer
-		code := run(&env{ctx: context.Background(), stdin: strings.NewReader(stdin), stdout: &stdout, stderr: &stderr}, args)
-		printed.Write(stdout.Bytes())
-		printed.Write(stderr.Bytes())
-		if code != want {
-			t.Fatalf("sealrelay %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, &stdout, &stderr)
-		}
-		return stdout.String()
-	}
+	sealrelay := recordingCLI(t, &printed)
 	pub1 := sealrelay("", 0, "keygen", "-o", p("relay1.key"))
 	pub2 := sealrelay("", 0, "keygen", "-o", p("relay2.key"))
 	writeTestFile(t, p("recipients.txt"), "# relay1.example.com\n"+pub1+"# relay2.example.com\n"+pub2)
