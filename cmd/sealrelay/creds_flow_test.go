@@ -48,6 +48,35 @@ func recordingCLI(t *testing.T, printed *bytes.Buffer) func(stdin string, want i
 	}
 }
 
+// checkWorkDir checks that dir holds exactly the files want (no temp
+// files), and that none but those in skip holds any of forms.
+func checkWorkDir(t *testing.T, dir string, want []string, forms map[string]string, skip ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+		if slices.Contains(skip, e.Name()) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, form := range forms {
+			if bytes.Contains(data, []byte(form)) {
+				t.Errorf("%s holds the %s", e.Name(), name)
+			}
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("work dir holds %q, want only %q (no temp files)", names, want)
+	}
+}
+
 // TestCredsFlowLeavesNoSecret runs the whole CLI flow in-process with known
 // passwords, then looks for them, in every form, in everything printed and
 // in every file left in the work dir other than the sealed file; and for
@@ -116,30 +145,7 @@ func TestCredsFlowLeavesNoSecret(t *testing.T) {
 		t.Error("printed output holds a secret key")
 	}
 
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-		if e.Name() == "credentials.age" {
-			continue
-		}
-		data, err := os.ReadFile(p(e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for name, form := range forms {
-			if bytes.Contains(data, []byte(form)) {
-				t.Errorf("%s holds the %s", e.Name(), name)
-			}
-		}
-	}
-	want := []string{"credentials.age", "recipients.txt", "relay1-only.txt", "relay1.key", "relay2.key"}
-	if !slices.Equal(names, want) {
-		t.Errorf("work dir holds %q, want only %q (no temp files)", names, want)
-	}
+	checkWorkDir(t, dir, []string{"credentials.age", "recipients.txt", "relay1-only.txt", "relay1.key", "relay2.key"}, forms, "credentials.age")
 	sealed, err := os.ReadFile(creds)
 	if err != nil {
 		t.Fatal(err)
