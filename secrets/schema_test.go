@@ -311,7 +311,7 @@ func TestKindKeys(t *testing.T) {
 	if ks := KindKeys(KindSES); len(ks) != 3 || !ks[2].Secret || !ks[2].Required || ks[0].Name != "access_key_id" {
 		t.Errorf("KindKeys(ses) = %+v", ks)
 	}
-	if NewGeneration() == NewGeneration() || !ValidGeneration(NewGeneration()) || len(NewGeneration()) != 26 {
+	if g1, g2 := NewGeneration(), NewGeneration(); g1 == g2 || !ValidGeneration(g1) || len(g1) != 26 {
 		t.Error("NewGeneration is not a fresh, valid 26-character id")
 	}
 }
