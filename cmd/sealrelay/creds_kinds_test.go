@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sealrelay/sealrelay/internal/testpki"
 	"github.com/sealrelay/sealrelay/internal/upstream"
@@ -210,16 +211,25 @@ func TestCredsSetArgvAndTemp(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { cmd.Process.Kill() })
 		// The process waits for its standard input: what it was given
-		// so far is all there is.
-		for _, f := range []string{"cmdline", "environ"} {
-			data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Contains(data, []byte("creds")) && f == "cmdline" {
-				t.Fatalf("/proc cmdline %q is not the command's", data)
-			}
+		// so far is all there is. Its command line shows in /proc once
+		// the kernel has set up the new program, a moment after Start
+		// returns.
+		proc := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid))
+		var cmdline []byte
+		waitFor(t, 10*time.Second, "the command line in "+proc, func() bool {
+			cmdline, _ = os.ReadFile(filepath.Join(proc, "cmdline"))
+			return bytes.Contains(cmdline, []byte("creds"))
+		})
+		environ, err := os.ReadFile(filepath.Join(proc, "environ"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(environ, []byte("TMPDIR="+tmp)) {
+			t.Fatalf("%s/environ is not the command's", proc)
+		}
+		for f, data := range map[string][]byte{"cmdline": cmdline, "environ": environ} {
 			if bytes.Contains(data, []byte(tc.probe)) {
 				t.Errorf("%s: /proc/PID/%s holds the secret", tc.args[0], f)
 			}
