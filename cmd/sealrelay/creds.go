@@ -1,25 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"slices"
 	"strings"
-
-	"golang.org/x/term"
+	"text/tabwriter"
 
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/agefile"
 )
-
-// maxPassword caps what --password-stdin reads.
-const maxPassword = 64 << 10
 
 // cmdCreds manages the sealed credential file.
 func cmdCreds(e *env, args []string) error {
@@ -65,12 +59,6 @@ func defineCredsFlags(flags *flag.FlagSet, sub string) *credsFlags {
 		vault:      flags.Bool("vault", false, "act on the Vault entries the config names"),
 		config:     flags.String("c", "", "the agent's config file `CONFIG`, which names the Vault (with --vault)"),
 	}
-}
-
-// credsSetFlags defines the flags only creds set takes.
-func credsSetFlags(flags *flag.FlagSet) (username *string, fromStdin *bool) {
-	return flags.String("username", "", "the relay account's user name `U`"),
-		flags.Bool("password-stdin", false, "read the password from standard input")
 }
 
 // require checks that the named flags ("f", "R", "i") were given.
@@ -180,7 +168,7 @@ func entries(n int) string {
 
 func credsSet(e *env, args []string) error {
 	flags, c := newCredsFlags("set")
-	username, fromStdin := credsSetFlags(flags)
+	sf := credsSetFlags(flags)
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -190,16 +178,18 @@ func credsSet(e *env, args []string) error {
 		return err
 	}
 	if *c.vault {
-		if *username == "" {
-			return usagef("creds set needs --username U")
+		req, err := sf.request(flags, name)
+		if err != nil {
+			return err
 		}
-		return credsSetVault(e, c, name, *username, *fromStdin)
+		return credsSetVault(e, c, req)
 	}
 	if err := c.require("f", "R"); err != nil {
 		return err
 	}
-	if *username == "" {
-		return usagef("creds set needs --username U")
+	req, err := sf.request(flags, name)
+	if err != nil {
+		return err
 	}
 	_, statErr := os.Stat(*c.file)
 	exists := statErr == nil
@@ -219,11 +209,10 @@ func credsSet(e *env, args []string) error {
 			return err
 		}
 	}
-	password, err := readPassword(e, name, *fromStdin)
+	cred, err := req.build(e)
 	if err != nil {
 		return err
 	}
-	cred := secrets.NewCredential(name, *username, password, "")
 	verb := "added"
 	if i := slices.IndexFunc(creds, func(x secrets.Credential) bool { return x.Name == name }); i >= 0 {
 		creds[i], verb = cred, "updated"
@@ -233,59 +222,8 @@ func credsSet(e *env, args []string) error {
 	if err := agefile.Write(*c.file, creds, rl); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "sealrelay: %s entry %q (username %s) in %s, sealed to %s\n", verb, name, *username, *c.file, describe(rl))
+	fmt.Fprintf(e.stderr, "sealrelay: %s entry %q (%s) in %s, sealed to %s\n", verb, name, summary(cred), *c.file, describe(rl))
 	return nil
-}
-
-// readPassword reads the password from standard input (--password-stdin) or
-// from a no-echo prompt on the terminal, asked twice. It never comes from a
-// flag.
-func readPassword(e *env, name string, fromStdin bool) (string, error) {
-	if fromStdin {
-		b, err := io.ReadAll(io.LimitReader(e.stdin, maxPassword+1))
-		defer clear(b)
-		if err != nil {
-			return "", fmt.Errorf("reading the password from standard input: %w", err)
-		}
-		if len(b) > maxPassword {
-			return "", fmt.Errorf("the password on standard input is longer than %d bytes", maxPassword)
-		}
-		if bytes.HasSuffix(b, []byte("\r\n")) {
-			b = b[:len(b)-2]
-		} else {
-			b = bytes.TrimSuffix(b, []byte("\n"))
-		}
-		if len(b) == 0 {
-			return "", errors.New("the password read from standard input is empty")
-		}
-		return string(b), nil
-	}
-	f, ok := e.stdin.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return "", usagef("standard input is not a terminal: give the password on standard input with --password-stdin")
-	}
-	fd := int(f.Fd())
-	fmt.Fprintf(e.stderr, "Password for %s: ", name)
-	first, err := term.ReadPassword(fd)
-	fmt.Fprintln(e.stderr)
-	defer clear(first)
-	if err != nil {
-		return "", fmt.Errorf("reading the password from the terminal: %w", err)
-	}
-	if len(first) == 0 {
-		return "", errors.New("the password is empty")
-	}
-	fmt.Fprintf(e.stderr, "Password for %s, again: ", name)
-	second, err := term.ReadPassword(fd)
-	fmt.Fprintln(e.stderr)
-	defer clear(second)
-	if err != nil {
-		return "", fmt.Errorf("reading the password from the terminal: %w", err)
-	}
-	if !bytes.Equal(first, second) {
-		return "", errors.New("the two passwords do not match; nothing was written")
-	}
-	return string(first), nil
 }
 
 func credsList(e *env, args []string) error {
@@ -314,13 +252,17 @@ func credsList(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, cr := range creds {
-		fmt.Fprintf(e.stdout, "%s\t%s\n", cr.Name, cr.Username)
-	}
 	if len(creds) == 0 {
 		fmt.Fprintf(e.stderr, "sealrelay: %s holds no entries\n", *c.file)
+		return nil
 	}
-	return nil
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tUSERNAME\tGENERATION\tDETAILS")
+	for _, cr := range creds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cr.Name, cr.Kind(), dash(cr.Username), dash(cr.Generation), details(cr))
+		warn(e, cr)
+	}
+	return tw.Flush()
 }
 
 func credsRm(e *env, args []string) error {

@@ -42,9 +42,9 @@ func vaultFromConfig(e *env, c *credsFlags) (*config.Config, *vault.Source, func
 	return cfg, src, cancel, nil
 }
 
-// credsSetVault writes entry name to Vault, its password sealed to the
-// recipient list when the config says sealed = true.
-func credsSetVault(e *env, c *credsFlags, name, username string, fromStdin bool) error {
+// credsSetVault writes the entry req describes to Vault, its secrets
+// sealed to the recipient list when the config says sealed = true.
+func credsSetVault(e *env, c *credsFlags, req *setRequest) error {
 	cfg, src, stop, err := vaultFromConfig(e, c)
 	if err != nil {
 		return err
@@ -63,13 +63,13 @@ func credsSetVault(e *env, c *credsFlags, name, username string, fromStdin bool)
 			return err
 		}
 	} else if *c.recipients != "" {
-		return usagef("%s: credentials.vault.sealed is off: the password is stored unsealed, so -R makes no sense", cfg.File)
+		return usagef("%s: credentials.vault.sealed is off: the secrets are stored unsealed, so -R makes no sense", cfg.File)
 	}
-	password, err := readPassword(e, name, fromStdin)
+	cred, err := req.build(e)
 	if err != nil {
 		return err
 	}
-	version, err := src.Put(e.ctx, name, username, password, rl)
+	version, err := src.PutCredential(e.ctx, cred, rl)
 	if err != nil {
 		return err
 	}
@@ -77,12 +77,12 @@ func credsSetVault(e *env, c *credsFlags, name, username string, fromStdin bool)
 	if rl != nil {
 		how = "sealed to " + describe(rl)
 	}
-	fmt.Fprintf(e.stderr, "sealrelay: wrote entry %q (username %s) to %s as version %d, %s\n", name, username, src, version, how)
+	fmt.Fprintf(e.stderr, "sealrelay: wrote entry %q (%s) to %s as version %d, %s\n", req.name, summary(cred), src, version, how)
 	return nil
 }
 
-// credsListVault prints the Vault entries: names, usernames and KV
-// versions, never passwords.
+// credsListVault prints the Vault entries: names, kinds, usernames,
+// generations, versions and non-secret fields, never a secret.
 func credsListVault(e *env, c *credsFlags) error {
 	if *c.recipients != "" {
 		return usagef("creds list takes no -R")
@@ -101,13 +101,18 @@ func credsListVault(e *env, c *credsFlags) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tUSERNAME\tVERSION\tSEALED")
+	fmt.Fprintln(tw, "NAME\tKIND\tUSERNAME\tGENERATION\tVERSION\tSEALED\tDETAILS")
 	for _, en := range list {
 		state := map[bool]string{true: "yes", false: "no"}[en.Sealed]
-		if en.Deleted {
-			state = "(deleted)"
+		kind, detail := string(en.Public.Kind()), details(en.Public)
+		switch {
+		case en.Deleted:
+			state, kind, detail = "(deleted)", "-", ""
+		case en.Err != nil:
+			kind, detail = "?", "invalid: "+en.Err.Error()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", en.Name, en.Username, en.Version, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", en.Name, kind, dash(en.Username), dash(en.Public.Generation), en.Version, state, detail)
+		warn(e, en.Public)
 	}
 	return tw.Flush()
 }

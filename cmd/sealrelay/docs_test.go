@@ -128,7 +128,7 @@ func TestManPagesLint(t *testing.T) {
 }
 
 // flagToken finds the flags a synopsis names.
-var flagToken = regexp.MustCompile(`(?:^|[\s\[|])(--?[a-zA-Z][a-zA-Z-]*)`)
+var flagToken = regexp.MustCompile(`(?:^|[\s\[|])(--?[a-zA-Z][a-zA-Z0-9-]*)`)
 
 // TestUsageNamesEveryFlag: each command's forms name every flag it
 // defines, and define every flag they name, so the synopses cannot drift

@@ -52,17 +52,39 @@ list, a line with a # comment naming the server above it.`,
 		{
 			name: "creds",
 			forms: []form{
-				{"creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]", "add or replace entry NAME in the sealed file"},
-				{"creds set NAME --vault -c CONFIG [-R RECIPIENTS] --username U [--password-stdin]", "write entry NAME to the Vault the config names"},
-				{"creds list -f FILE -i IDENTITY", "names and usernames in the sealed file, never passwords"},
-				{"creds list --vault -c CONFIG", "names, usernames and versions in Vault"},
+				{"creds set NAME -f FILE -R RECIPIENTS [-i IDENTITY] --username U [--password-stdin]", "add or replace password entry NAME in the sealed file"},
+				{"creds set NAME --vault -c CONFIG [-R RECIPIENTS] [--kind KIND] ...", "write entry NAME, of any kind, to the Vault the config names"},
+				{"creds set NAME ... --oauth2 --username U --client-id ID [--provider NAME] [--tenant TENANT] [--token-url URL] [--scope SCOPE]...",
+					"an oauth2 entry (... is -f FILE -R RECIPIENTS [-i IDENTITY], or --vault -c CONFIG)"},
+				{"creds set NAME ... --oauth2 ... [--secret-stdin | --secret-file FILE | --private-key-file FILE [--certificate FILE] [--key-id KID] | --refresh-token-stdin | --refresh-token-file FILE] [--auth-method METHOD]",
+					"where its client secret, private key or refresh token comes from"},
+				{"creds set NAME ... --kind certificate --certificate FILE --private-key-file FILE", "a TLS client certificate and its key"},
+				{"creds set NAME ... --kind ses --access-key-id ID --region REGION [--secret-stdin | --secret-file FILE]", "Amazon SES keys, from which the SMTP password is derived"},
+				{"creds list -f FILE -i IDENTITY", "names, kinds, usernames, generations, settings; never secrets"},
+				{"creds list --vault -c CONFIG", "the same for Vault, with versions"},
 				{"creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY", "remove entry NAME from the sealed file"},
 				{"creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY", "seal the file again, after adding or removing a server"},
 			},
 			about: `Manages the relay credentials: a file sealed with age to every server on
-the recipient list, or entries in the Vault the agent's config names. A
-password never comes from a flag: it is read from standard input
-(--password-stdin) or from a prompt that does not echo, asked twice.
+the recipient list, or entries in the Vault the agent's config names.
+
+An entry has a kind (--kind; --oauth2 is short for --kind oauth2). A
+password entry (the default) has --username and a password. An oauth2
+entry has --username (the mailbox), --client-id, --provider microsoft365
+with --tenant, --provider google, or --token-url, any --scope, and one
+of: a client secret; a private key (--private-key-file, with
+--certificate for Entra ID) for private_key_jwt; a refresh token
+(--refresh-token-stdin or --refresh-token-file), with the client secret
+where the provider needs it. A certificate entry has --certificate (the
+chain, leaf first) and its private key. An ses entry has
+--access-key-id, --region and the secret access key.
+
+A secret never comes from a flag: it is read from standard input
+(--password-stdin, --secret-stdin, --refresh-token-stdin), from a file
+that only its owner can read (--secret-file, --private-key-file,
+--refresh-token-file), or from a prompt that does not echo, asked twice.
+Each set gives the entry a new random generation id, which creds list
+shows and which says nothing about the secret.
 
 Changing an existing file needs -i, to read the entries it keeps. A server
 whose key is not on the recipient list is warned that it cannot read the
@@ -213,8 +235,13 @@ func (c *command) help() string {
 	if len(opts) > 0 {
 		b.WriteString("\noptions:\n")
 	}
+	const col = 20 // where the option's text starts
 	for _, o := range opts {
-		fmt.Fprintf(&b, "  %-20s%s\n", o.name, o.usage)
+		if len(o.name) >= col-1 {
+			fmt.Fprintf(&b, "  %s\n  %*s%s\n", o.name, col, "", o.usage)
+		} else {
+			fmt.Fprintf(&b, "  %-*s%s\n", col, o.name, o.usage)
+		}
 	}
 	return b.String()
 }

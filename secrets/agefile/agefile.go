@@ -5,6 +5,11 @@
 //	[primary]
 //	username = "relay-account@example.com"
 //	password = "..."
+//	generation = "..."
+//
+// An entry of another kind says so with kind = "oauth2", "certificate" or
+// "ses" and holds that kind's keys; the schema is secrets', the one the
+// Vault source uses too (docs/credentials.md).
 //
 // It promises that the plaintext never touches the disk (Write seals in
 // memory and writes only ciphertext, atomically), that a truncated or altered
@@ -26,18 +31,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/sealrelay/sealrelay/internal/safeio"
 	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets"
-)
-
-// The keys an entry table may hold.
-const (
-	keyUsername = "username"
-	keyPassword = "password"
 )
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
@@ -49,10 +49,13 @@ func ValidName(name string) bool { return validName.MatchString(name) }
 // Parse reads the TOML plaintext of a credential file; fileName is used in
 // errors. It returns the entries sorted by name, with no Version set.
 //
-// Unknown keys, a missing or empty username or password, an entry defined
-// twice and top-level values that are not entry tables are errors naming the
-// entry. Syntax errors give the line and a generic reason: the TOML parser's
-// message is never passed on, because it can quote the input.
+// Each entry is checked against the schema of its kind
+// (secrets.ParseEntry): unknown keys, keys of another kind, missing or
+// empty required keys and values that break a kind's rules are errors
+// naming the file, the entry and the key. So are an entry defined twice
+// and top-level values that are not entry tables. Syntax errors give the
+// line and a generic reason: the TOML parser's message is never passed
+// on, because it can quote the input.
 func Parse(plaintext []byte, fileName string) ([]secrets.Credential, error) {
 	var doc map[string]any
 	if _, err := toml.NewDecoder(bytes.NewReader(plaintext)).Decode(&doc); err != nil {
@@ -75,65 +78,13 @@ func Parse(plaintext []byte, fileName string) ([]secrets.Credential, error) {
 		if !ValidName(name) {
 			return nil, fmt.Errorf("%s: an entry name has characters other than A-Z a-z 0-9 . _ -", fileName)
 		}
-		keyNames := make([]string, 0, len(table))
-		for k := range table {
-			keyNames = append(keyNames, k)
-		}
-		slices.Sort(keyNames)
-		for _, k := range keyNames {
-			if k == keyUsername || k == keyPassword {
-				continue
-			}
-			if !ValidName(k) {
-				return nil, fmt.Errorf("%s: entry %q has an unknown key (only username and password are allowed)", fileName, name)
-			}
-			return nil, fmt.Errorf("%s: entry %q has unknown key %q (only username and password are allowed)", fileName, name, k)
-		}
-		user, err := stringField(table, keyUsername, name, fileName)
+		c, err := secrets.ParseEntry(name, table)
 		if err != nil {
-			return nil, err
-		}
-		pass, err := stringField(table, keyPassword, name, fileName)
-		if err != nil {
-			return nil, err
-		}
-		if err := checkEntry(name, user, pass); err != nil {
 			return nil, fmt.Errorf("%s: %w", fileName, err)
 		}
-		creds = append(creds, secrets.NewCredential(name, user, pass, ""))
+		creds = append(creds, c)
 	}
 	return creds, nil
-}
-
-// stringField returns table[key] if it is a string; a missing key is "".
-func stringField(table map[string]any, key, entry, fileName string) (string, error) {
-	v, ok := table[key]
-	if !ok {
-		return "", nil
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("%s: entry %q: %s must be a string", fileName, entry, key)
-	}
-	return s, nil
-}
-
-// checkEntry validates one entry; Parse and Marshal share it. Its errors
-// quote the name only if it is valid.
-func checkEntry(name, username, password string) error {
-	switch {
-	case !ValidName(name):
-		return errors.New("an entry name is empty or has characters other than A-Z a-z 0-9 . _ -")
-	case username == "":
-		return fmt.Errorf("entry %q has no username", name)
-	case password == "":
-		return fmt.Errorf("entry %q has no password", name)
-	case strings.ContainsRune(username, 0):
-		return fmt.Errorf("entry %q: username contains a NUL character", name)
-	case strings.ContainsRune(password, 0):
-		return fmt.Errorf("entry %q: password contains a NUL character, which SMTP AUTH cannot carry", name)
-	}
-	return nil
 }
 
 var alreadyDefined = regexp.MustCompile(`^Key '([^']*)' has already been defined`)
@@ -151,7 +102,7 @@ func syntaxError(err error, fileName string) error {
 		switch {
 		case !nested && ValidName(entry):
 			return fmt.Errorf("%s: line %d: entry %q is defined twice", fileName, line, entry)
-		case ValidName(entry) && (key == keyUsername || key == keyPassword):
+		case ValidName(entry) && secrets.KnownKey(key):
 			return fmt.Errorf("%s: line %d: entry %q sets %s twice", fileName, line, entry, key)
 		default:
 			return fmt.Errorf("%s: line %d: a key is defined twice", fileName, line)
@@ -160,34 +111,75 @@ func syntaxError(err error, fileName string) error {
 	return fmt.Errorf("%s: line %d: invalid TOML syntax (details withheld: they could quote a password)", fileName, line)
 }
 
-// entryTOML is one entry as Marshal writes it.
-type entryTOML struct {
-	Username string `toml:"username"`
-	Password string `toml:"password"`
-}
-
 // Marshal writes creds as the TOML plaintext of a credential file, sorted by
-// name, as `age -d` will show it. It refuses what Parse would refuse. The
-// caller should clear the result after sealing it.
+// name, as `age -d` will show it: one table per entry, its keys in the
+// schema's order, PEM values on several lines. It refuses what Parse would
+// refuse. The caller should clear the result after sealing it.
 func Marshal(creds []secrets.Credential) ([]byte, error) {
-	doc := make(map[string]entryTOML, len(creds))
-	for _, c := range creds {
-		if err := checkEntry(c.Name, c.Username, c.Password()); err != nil {
-			return nil, err
+	sorted := slices.Clone(creds)
+	slices.SortStableFunc(sorted, func(a, b secrets.Credential) int { return strings.Compare(a.Name, b.Name) })
+	var b bytes.Buffer
+	for i, c := range sorted {
+		if !ValidName(c.Name) {
+			return nil, errors.New("an entry name is empty or has characters other than A-Z a-z 0-9 . _ -")
 		}
-		if _, dup := doc[c.Name]; dup {
+		if i > 0 && sorted[i-1].Name == c.Name {
 			return nil, fmt.Errorf("entry %q is given twice", c.Name)
 		}
-		doc[c.Name] = entryTOML{Username: c.Username, Password: c.Password()}
-	}
-	var b bytes.Buffer
-	enc := toml.NewEncoder(&b)
-	enc.Indent = ""
-	if err := enc.Encode(doc); err != nil {
-		// The encoder's errors name types, not values.
-		return nil, fmt.Errorf("encoding credentials: %w", err)
+		if err := c.Check(); err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "[%s]\n", tableName(c.Name))
+		for _, f := range c.RevealEntry() {
+			if err := writeKey(&b, f); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return b.Bytes(), nil
+}
+
+var bareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// tableName is an entry name as a table header: bare, or quoted where it
+// holds a dot (which would otherwise nest a table).
+func tableName(name string) string {
+	if bareKey.MatchString(name) {
+		return name
+	}
+	return `"` + name + `"`
+}
+
+// writeKey writes one `key = value` line: PEM text as a multi-line literal
+// string where it can be one, scopes as an array, other values as TOML's
+// encoder quotes them.
+func writeKey(b *bytes.Buffer, f secrets.Field) error {
+	if secrets.IsMultilineKey(f.Key) && literalSafe(f.Value) {
+		b.WriteString(f.Key + " = '''\n" + f.Value + "'''\n")
+		return nil
+	}
+	var v any = f.Value
+	if f.Key == secrets.KeyScopes {
+		v = strings.Fields(f.Value)
+	}
+	enc := toml.NewEncoder(b)
+	enc.Indent = ""
+	if err := enc.Encode(map[string]any{f.Key: v}); err != nil {
+		// The encoder's errors name types, not values.
+		return fmt.Errorf("encoding credentials: %w", err)
+	}
+	return nil
+}
+
+// literalSafe reports whether s can be a TOML multi-line literal string
+// as is: valid UTF-8, no quote, no control character but tab and newline.
+func literalSafe(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return r == '\'' || (r < ' ' && r != '\n' && r != '\t') || r == 0x7f
+	})
 }
 
 // Version returns the version of a sealed file: "sha256:" and the first 12

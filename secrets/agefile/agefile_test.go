@@ -90,9 +90,9 @@ func TestParseErrors(t *testing.T) {
 		name, in, want string
 	}{
 		{"unknown key", "[primary]\nusername = \"u\"\npassword = \"" + pw + "\"\npasword = \"x\"\n",
-			`credentials.age: entry "primary" has unknown key "pasword" (only username and password are allowed)`},
+			`credentials.age: entry "primary" has unknown key "pasword" (a password entry takes username, password, and kind and generation)`},
 		{"unknown key with odd characters", "[primary]\nusername = \"u\"\npassword = \"" + pw + "\"\n\"" + pw + " x\" = 1\n",
-			`credentials.age: entry "primary" has an unknown key (only username and password are allowed)`},
+			`credentials.age: entry "primary" has an unknown key (a password entry takes username, password, and kind and generation)`},
 		{"nested table", "[primary]\nusername = \"u\"\npassword = \"" + pw + "\"\n[primary.extra]\n",
 			`credentials.age: entry "primary" has unknown key "extra"`},
 		{"missing username", "[primary]\npassword = \"" + pw + "\"\n",

@@ -13,6 +13,8 @@ var quoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 // but valid entry and key names.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("[primary]\nusername = \"u@example.com\"\npassword = \"p\"\n"))
+	f.Add([]byte("[m]\nkind = \"oauth2\"\nusername = \"u\"\nprovider = \"google\"\nclient_id = \"c\"\nclient_secret = \"s\"\nscopes = [\"a\", \"b\"]\ngeneration = \"G\"\n"))
+	f.Add([]byte("[s]\nkind = \"ses\"\naccess_key_id = \"AKIAIOSFODNN7EXAMPLE\"\nregion = \"eu-west-1\"\nsecret_access_key = \"k\"\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		creds, err := Parse(in, "credentials.age")
 		if err != nil {
@@ -42,7 +44,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip has %d entries, want %d", len(back), len(creds))
 		}
 		for i := range creds {
-			if back[i].Name != creds[i].Name || !back[i].SameSecret(creds[i]) {
+			if back[i].Name != creds[i].Name || !back[i].SameSecret(creds[i]) || back[i].Generation != creds[i].Generation {
 				t.Fatalf("entry %d changed in the round trip", i)
 			}
 		}

@@ -12,10 +12,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sealrelay/sealrelay/secrets/pemkey"
 )
 
 // AssertionType is the client_assertion_type of a private_key_jwt token
@@ -68,8 +69,7 @@ func newSigner(certPEM string, keyPEM Secret, keyID string) (*signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
-		if !ok || !pub.Equal(key.Public()) {
+		if !pemkey.Matches(leaf, key) {
 			return nil, errors.New("oauth2: certificate does not hold the public key of private_key")
 		}
 		sum1 := sha1.Sum(leaf.Raw)
@@ -83,57 +83,20 @@ func newSigner(certPEM string, keyPEM Secret, keyID string) (*signer, error) {
 
 // parsePrivateKey reads the first private key block of PEM data.
 func parsePrivateKey(data []byte) (crypto.Signer, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New("oauth2: private_key holds no PEM private key block")
-		}
-		if _, encrypted := b.Headers["Proc-Type"]; encrypted {
-			return nil, errors.New("oauth2: private_key is encrypted; give it unencrypted (the credential store seals it)")
-		}
-		var key any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(b.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("oauth2: private_key is encrypted; give it unencrypted (the credential store seals it)")
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("oauth2: private_key: the %s block does not parse", b.Type)
-		}
-		s, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("oauth2: private_key is %T, which cannot sign", key)
-		}
-		return s, nil
+	key, err := pemkey.ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("oauth2: private_key %w", err)
 	}
+	return key, nil
 }
 
 // parseLeaf returns the first certificate of a PEM chain.
 func parseLeaf(data []byte) (*x509.Certificate, error) {
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return nil, errors.New("oauth2: certificate holds no PEM CERTIFICATE block")
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("oauth2: certificate does not parse: %w", err)
-		}
-		return c, nil
+	certs, err := pemkey.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("oauth2: certificate %w", err)
 	}
+	return certs[0], nil
 }
 
 // sign returns a client assertion (RFC 7523 section 3): iss and sub the

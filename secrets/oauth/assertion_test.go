@@ -181,7 +181,7 @@ func TestAssertionKeyErrors(t *testing.T) {
 	for _, tc := range []struct{ name, key, cert, want string }{
 		{"no PEM", "not a key", "", "oauth2: private_key holds no PEM private key block"},
 		{"only a certificate", otherCert, "", "oauth2: private_key holds no PEM private key block"},
-		{"garbled", garbled, "", "oauth2: private_key: the PRIVATE KEY block does not parse"},
+		{"garbled", garbled, "", "oauth2: private_key has a PRIVATE KEY block that does not parse"},
 		{"encrypted", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", "",
 			"oauth2: private_key is encrypted; give it unencrypted (the credential store seals it)"},
 		{"legacy encrypted", "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00000000000000000000000000000000\n\nAAAA\n-----END RSA PRIVATE KEY-----\n", "",

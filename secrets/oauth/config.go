@@ -139,7 +139,7 @@ func (c Config) resolve() (Config, *signer, error) {
 			if c.Tenant == "" {
 				return Config{}, nil, errors.New("oauth2: provider microsoft365 needs tenant (the Entra ID tenant id or domain)")
 			}
-			if !tenantName.MatchString(c.Tenant) {
+			if !ValidTenant(c.Tenant) {
 				return Config{}, nil, fmt.Errorf("oauth2: tenant %q is not a tenant id or domain", c.Tenant)
 			}
 			r.TokenURL = fmt.Sprintf(Microsoft365TokenURL, c.Tenant)
@@ -169,11 +169,15 @@ func (c Config) resolve() (Config, *signer, error) {
 
 var tenantName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.-]*$`)
 
+// ValidTenant reports whether s has the shape of an Entra ID tenant id or
+// domain.
+func ValidTenant(s string) bool { return tenantName.MatchString(s) }
+
 func (r *Config) check() (*signer, error) {
 	if r.ClientID == "" {
 		return nil, errors.New("oauth2: client_id is required")
 	}
-	if err := checkTokenURL(r.TokenURL); err != nil {
+	if err := CheckTokenURL(r.TokenURL); err != nil {
 		return nil, err
 	}
 	for _, s := range r.Scopes {
@@ -214,9 +218,10 @@ func (r *Config) check() (*signer, error) {
 	return nil, nil
 }
 
-// checkTokenURL refuses a token URL that would send a secret in clear or
-// holds one itself.
-func checkTokenURL(raw string) error {
+// CheckTokenURL refuses a token URL that would send a secret in clear or
+// holds one itself: it must be https, or http to a loopback address, and
+// hold no user name or password. Its errors do not quote the URL.
+func CheckTokenURL(raw string) error {
 	if raw == "" {
 		return errors.New("oauth2: token_url is required (or a provider)")
 	}
@@ -234,9 +239,9 @@ func checkTokenURL(raw string) error {
 		if isLoopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("oauth2: token_url %s is plain http: only a loopback address may be (the client's secret would travel in clear)", raw)
+		return errors.New("oauth2: token_url is plain http: only a loopback address may be (the client's secret would travel in clear)")
 	}
-	return fmt.Errorf("oauth2: token_url %s is not https", raw)
+	return errors.New("oauth2: token_url is not https")
 }
 
 func isLoopback(host string) bool {

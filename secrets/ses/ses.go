@@ -29,6 +29,10 @@ const version = 0x04
 // "us-gov-west-1".
 var regionName = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
 
+// ValidRegion reports whether region has the shape of an AWS region name
+// ("eu-central-1", "us-gov-west-1"), as SMTPPassword requires.
+func ValidRegion(region string) bool { return regionName.MatchString(region) }
+
 // SMTPPassword returns the SES SMTP password (version 4) for an IAM
 // secret access key in region: HMAC-SHA256 keyed with "AWS4"+secret over
 // "11111111", then over the region, "ses", "aws4_request" and
@@ -42,7 +46,7 @@ func SMTPPassword(secretAccessKey, region string) (string, error) {
 	if secretAccessKey == "" {
 		return "", errors.New("ses: the secret access key is empty")
 	}
-	if !regionName.MatchString(region) {
+	if !ValidRegion(region) {
 		return "", fmt.Errorf("ses: region %q is not an AWS region name (like eu-central-1)", region)
 	}
 	sig := []byte("AWS4" + secretAccessKey)

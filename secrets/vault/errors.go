@@ -16,7 +16,9 @@ import (
 )
 
 // The kinds of failure an *Error reports; test them with errors.Is. An
-// entry that does not exist is reported with secrets.ErrNotFound.
+// entry that does not exist is reported with secrets.ErrNotFound; one
+// that does not fit its kind's schema with secrets.ErrMissingKey (which
+// ErrMissingKey is), secrets.ErrUnknownKey or secrets.ErrInvalidEntry.
 var (
 	ErrConnRefused      = errors.New("connection refused")
 	ErrUnreachable      = errors.New("vault unreachable")
@@ -25,7 +27,7 @@ var (
 	ErrTokenInvalid     = errors.New("vault token revoked or expired")
 	ErrLoginFailed      = errors.New("vault login failed")
 	ErrWrapTokenUsed    = errors.New("wrapping token already used")
-	ErrMissingKey       = errors.New("missing key")
+	ErrMissingKey       = secrets.ErrMissingKey
 	ErrSealMismatch     = errors.New("sealed setting does not match the stored value")
 	ErrUnexpected       = errors.New("unexpected answer from vault")
 )

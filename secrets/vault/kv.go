@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -14,13 +15,20 @@ import (
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
-// Entry is what List shows of a KV entry: never its password.
+// Entry is what List shows of a KV entry: never a secret.
 type Entry struct {
 	Name     string
 	Username string
 	Version  int  // KV version number of the current version
-	Sealed   bool // the password is an age-armored ciphertext
-	Deleted  bool // the current version is deleted; Username is empty
+	Sealed   bool // its secret values are age-armored ciphertexts
+	Deleted  bool // the current version is deleted; the fields below are empty
+	// Public is the entry as secrets.ParsePublic reads it: its kind,
+	// generation, non-secret fields and the names of its secret keys,
+	// and no secret.
+	Public secrets.Credential
+	// Err is why the entry does not fit the schema of its kind, if it
+	// does not; Public is then empty.
+	Err error
 }
 
 // entry returns the path of entry name under the mount ("sealrelay/primary").
@@ -66,54 +74,62 @@ func (s *Source) fetch(ctx context.Context, name string) (secrets.Credential, er
 		return secrets.Credential{}, &Error{Path: dataPath, Kind: secrets.ErrNotFound,
 			Detail: "its current version is deleted", hint: s.setHint(name)}
 	}
-	username, err := s.stringKey(dataPath, name, kv.Data, "username")
+	data, err := s.open(p, name, kv.Data)
 	if err != nil {
 		return secrets.Credential{}, err
 	}
-	password, err := s.stringKey(dataPath, name, kv.Data, "password")
+	c, err := secrets.ParseEntry(name, data)
 	if err != nil {
-		return secrets.Credential{}, err
+		return secrets.Credential{}, s.entryError(dataPath, name, err)
 	}
-	version := ""
 	if kv.VersionMetadata != nil {
-		version = strconv.Itoa(kv.VersionMetadata.Version)
+		c.Version = strconv.Itoa(kv.VersionMetadata.Version)
 	}
-	sealed := isArmored(password)
-	switch {
-	case s.cfg.Sealed && !sealed:
-		return secrets.Credential{}, &Error{Path: dataPath, Kind: ErrSealMismatch,
-			Detail: "sealed = true, but the password is not an age-armored ciphertext", hint: s.setHint(name)}
-	case !s.cfg.Sealed && sealed:
-		return secrets.Credential{}, &Error{Path: dataPath, Kind: ErrSealMismatch,
-			Detail: "the password is an age-armored ciphertext, but sealed = false",
-			hint:   "set sealed = true in [credentials.vault], or store the entry unsealed"}
-	case s.cfg.Sealed:
-		plain, err := keys.Open([]byte(password), s.cfg.Identity, "vault entry "+s.cfg.Mount+"/"+p)
-		if err != nil {
-			return secrets.Credential{}, err
-		}
-		password = string(plain)
-		clear(plain)
-	}
-	return secrets.NewCredential(name, username, password, version), nil
+	return c, nil
 }
 
-// stringKey returns the non-empty string under key, or an ErrMissingKey
-// error that never quotes the value.
-func (s *Source) stringKey(dataPath, name string, data map[string]any, key string) (string, error) {
-	v, ok := data[key]
-	detail := ""
-	switch str, isStr := v.(string); {
-	case !ok:
-		detail = fmt.Sprintf("the entry has no %q key", key)
-	case !isStr:
-		detail = fmt.Sprintf("the %q key is not a string", key)
-	case str == "":
-		detail = fmt.Sprintf("the %q key is empty", key)
-	default:
-		return str, nil
+// open returns a copy of an entry's data with every secret value opened
+// (with Sealed), after checking that each secret value is sealed exactly
+// when Sealed says so.
+func (s *Source) open(p, name string, data map[string]any) (map[string]any, error) {
+	dataPath := s.cfg.Mount + "/data/" + p
+	out := make(map[string]any, len(data))
+	for k, v := range data {
+		out[k] = v
+		str, ok := v.(string)
+		if !ok || str == "" || !secrets.IsSecretKey(k) {
+			continue
+		}
+		sealed := isArmored(str)
+		switch {
+		case s.cfg.Sealed && !sealed:
+			return nil, &Error{Path: dataPath, Kind: ErrSealMismatch,
+				Detail: fmt.Sprintf("sealed = true, but the %s is not an age-armored ciphertext", k), hint: s.setHint(name)}
+		case !s.cfg.Sealed && sealed:
+			return nil, &Error{Path: dataPath, Kind: ErrSealMismatch,
+				Detail: fmt.Sprintf("the %s is an age-armored ciphertext, but sealed = false", k),
+				hint:   "set sealed = true in [credentials.vault], or store the entry unsealed"}
+		case s.cfg.Sealed:
+			plain, err := keys.Open([]byte(str), s.cfg.Identity, "vault entry "+s.cfg.Mount+"/"+p)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = string(plain)
+			clear(plain)
+		}
 	}
-	return "", &Error{Path: dataPath, Kind: ErrMissingKey, Detail: detail + " (it needs username and password)", hint: s.setHint(name)}
+	return out, nil
+}
+
+// entryError reports an entry that does not fit its kind's schema: an
+// *Error of the schema's kind (secrets.ErrMissingKey, ErrUnknownKey,
+// ErrInvalidEntry), whose text never quotes a value.
+func (s *Source) entryError(dataPath, name string, err error) error {
+	var ee *secrets.EntryError
+	if !errors.As(err, &ee) {
+		return &Error{Path: dataPath, Kind: secrets.ErrInvalidEntry, Err: err, hint: s.setHint(name)}
+	}
+	return &Error{Path: dataPath, Kind: ee.Err, Detail: ee.Error(), hint: s.setHint(name)}
 }
 
 func (s *Source) setHint(name string) string {
@@ -148,36 +164,56 @@ func (s *Source) Versions(ctx context.Context, names []string) (map[string]strin
 	return out, nil
 }
 
-// Put writes entry name with username and password and returns its new KV
-// version. With Sealed, the password is sealed to recipients first (which
-// must then be given) and the username stays in clear; without, recipients
-// must be nil, so a value meant to be sealed is never stored in clear.
+// Put writes a password entry name with username and password, and a
+// new generation, and returns its new KV version; see PutCredential.
 func (s *Source) Put(ctx context.Context, name, username, password string, recipients *keys.RecipientList) (int, error) {
-	p, err := s.entry(name)
+	c := secrets.NewCredential(name, username, password, "")
+	c.Generation = secrets.NewGeneration()
+	return s.PutCredential(ctx, c, recipients)
+}
+
+// PutCredential writes c as entry c.Name, with the keys its kind stores
+// (secrets.Credential.RevealEntry; scopes as a list), and returns the new
+// KV version. It writes c.Generation as it is: the caller makes a new one
+// for a new secret (secrets.NewGeneration). With Sealed, every secret
+// value is sealed to recipients first (which must then be given) and the
+// other keys stay in clear; without, recipients must be nil, so a value
+// meant to be sealed is never stored in clear. An entry that ParseEntry
+// would refuse is refused.
+func (s *Source) PutCredential(ctx context.Context, c secrets.Credential, recipients *keys.RecipientList) (int, error) {
+	p, err := s.entry(c.Name)
 	if err != nil {
 		return 0, err
 	}
 	dataPath := s.cfg.Mount + "/data/" + p
-	if username == "" || password == "" {
-		return 0, fmt.Errorf("%s: username and password must not be empty", dataPath)
-	}
-	value := password
 	switch {
 	case s.cfg.Sealed && recipients == nil:
-		return 0, fmt.Errorf("%s: sealed = true, so a recipient list is needed to seal the password", dataPath)
+		return 0, fmt.Errorf("%s: sealed = true, so a recipient list is needed to seal the secrets", dataPath)
 	case !s.cfg.Sealed && recipients != nil:
-		return 0, fmt.Errorf("%s: a recipient list was given, but sealed = false: the password would be stored in clear", dataPath)
-	case s.cfg.Sealed:
-		ct, err := keys.Seal([]byte(password), recipients)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", dataPath, err)
+		return 0, fmt.Errorf("%s: a recipient list was given, but sealed = false: the secrets would be stored in clear", dataPath)
+	}
+	if err := c.Check(); err != nil {
+		return 0, fmt.Errorf("%s: %w", dataPath, err)
+	}
+	data := map[string]any{}
+	for _, f := range c.RevealEntry() {
+		switch {
+		case f.Key == secrets.KeyScopes:
+			data[f.Key] = strings.Fields(f.Value)
+		case f.Secret && s.cfg.Sealed:
+			ct, err := keys.Seal([]byte(f.Value), recipients)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", dataPath, err)
+			}
+			data[f.Key] = string(ct)
+		default:
+			data[f.Key] = f.Value
 		}
-		value = string(ct)
 	}
 	var kv *api.KVSecret
-	err = s.call(ctx, dataPath, func(c *api.Client) error {
+	err = s.call(ctx, dataPath, func(cl *api.Client) error {
 		var err error
-		kv, err = c.KVv2(s.cfg.Mount).Put(ctx, p, map[string]any{"username": username, "password": value})
+		kv, err = cl.KVv2(s.cfg.Mount).Put(ctx, p, data)
 		return err
 	})
 	if err != nil {
@@ -190,8 +226,9 @@ func (s *Source) Put(ctx context.Context, name, username, password string, recip
 }
 
 // List returns the entries under the path, sorted by name, with their
-// usernames and versions and whether they are sealed. Passwords are read
-// (KV has no other way to get the username) but never returned.
+// kinds, usernames, generations, versions, non-secret fields and whether
+// they are sealed. Secret values are read (KV has no other way to get the
+// rest) but never opened or returned.
 func (s *Source) List(ctx context.Context) ([]Entry, error) {
 	listPath := s.cfg.Mount + "/metadata/" + s.cfg.Path
 	var sec *api.Secret
@@ -230,13 +267,27 @@ func (s *Source) List(ctx context.Context) ([]Entry, error) {
 			e.Version = kv.VersionMetadata.Version
 		}
 		if !e.Deleted {
-			e.Username, _ = kv.Data["username"].(string)
-			pw, _ := kv.Data["password"].(string)
-			e.Sealed = isArmored(pw)
+			describe(&e, kv.Data)
 		}
 		entries = append(entries, e)
 	}
 	return entries, nil
+}
+
+// describe fills e from an entry's data, without opening a secret.
+func describe(e *Entry, data map[string]any) {
+	for k, v := range data {
+		if str, ok := v.(string); ok && secrets.IsSecretKey(k) && isArmored(str) {
+			e.Sealed = true
+		}
+	}
+	c, err := secrets.ParsePublic(e.Name, data)
+	if err != nil {
+		e.Username, _ = data[secrets.KeyUsername].(string)
+		e.Err = err
+		return
+	}
+	e.Username, e.Public = c.Username, c
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -88,6 +89,7 @@ func TestEntryErrors(t *testing.T) {
 	shared.Put(t, path+"/nopassword", map[string]any{"username": "u"})
 	shared.Put(t, path+"/emptyuser", map[string]any{"username": "", "password": "pw-x"})
 	shared.Put(t, path+"/numeric", map[string]any{"username": "u", "password": 42})
+	shared.Put(t, path+"/unknownkey", map[string]any{"username": "u", "password": "pw-x", "region": "eu-west-1"})
 	shared.PutCredential(t, path+"/deleted", "u", "pw-deleted")
 	if err := shared.Client.KVv2(vaulttest.KVMount).Delete(context.Background(), path+"/deleted"); err != nil {
 		t.Fatal(err)
@@ -101,9 +103,10 @@ func TestEntryErrors(t *testing.T) {
 	}{
 		{"missing", data + "missing: entry missing", secrets.ErrNotFound},
 		{"deleted", data + "deleted: entry missing: its current version is deleted", secrets.ErrNotFound},
-		{"nopassword", data + `nopassword: missing key: the entry has no "password" key (it needs username and password)`, ErrMissingKey},
-		{"emptyuser", data + `emptyuser: missing key: the "username" key is empty`, ErrMissingKey},
-		{"numeric", data + `numeric: missing key: the "password" key is not a string`, ErrMissingKey},
+		{"nopassword", data + `nopassword: missing key: entry "nopassword" has no password`, ErrMissingKey},
+		{"emptyuser", data + `emptyuser: missing key: entry "emptyuser" has no username`, ErrMissingKey},
+		{"numeric", data + `numeric: invalid entry: entry "numeric": password must be a string`, secrets.ErrInvalidEntry},
+		{"unknownkey", data + `unknownkey: unknown key: entry "unknownkey" has key "region", which is not for kind password (a password entry takes username, password, and kind and generation)`, secrets.ErrUnknownKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// good comes first: the fetch fails as a whole, with no partial result.
@@ -115,7 +118,7 @@ func TestEntryErrors(t *testing.T) {
 			if got != nil {
 				t.Errorf("partial result %v", got)
 			}
-			if h := hintOf(err); tc.kind == ErrMissingKey && !strings.Contains(h, "sealrelay creds set "+tc.name+" --vault") {
+			if h := hintOf(err); tc.kind != secrets.ErrNotFound && !strings.Contains(h, "sealrelay creds set "+tc.name+" --vault") {
 				t.Errorf("hint %q", h)
 			}
 		})
@@ -217,9 +220,9 @@ func TestSealedValues(t *testing.T) {
 	// Put refuses to store in clear what was meant to be sealed, and the
 	// reverse.
 	_, err = s.Put(ctx(t), "x", "u", "pw-x", nil)
-	wantErr(t, err, "secret/data/"+path+"/x: sealed = true, so a recipient list is needed to seal the password")
+	wantErr(t, err, "secret/data/"+path+"/x: sealed = true, so a recipient list is needed to seal the secrets")
 	_, err = unsealed.Put(ctx(t), "x", "u", "pw-x", oursList)
-	wantErr(t, err, "a recipient list was given, but sealed = false: the password would be stored in clear")
+	wantErr(t, err, "a recipient list was given, but sealed = false: the secrets would be stored in clear")
 
 	// List shows names, usernames, versions and sealing; never a password.
 	entries, err := s.List(ctx(t))
@@ -231,8 +234,17 @@ func TestSealedValues(t *testing.T) {
 		{Name: "foreign", Username: "u", Version: 1, Sealed: true},
 		{Name: "primary", Username: "sealed@example.com", Version: v, Sealed: true},
 	}
-	if fmt.Sprint(entries) != fmt.Sprint(want) {
+	for i := range want {
+		want[i].Public = secrets.NewCredential(want[i].Name, want[i].Username, "[redacted]", "")
+		want[i].Public.Generation = entries[i].Public.Generation
+	}
+	if fmt.Sprint(entries) != fmt.Sprint(want) || !secrets.ValidGeneration(entries[1].Public.Generation) {
 		t.Errorf("List = %+v\nwant %+v", entries, want)
+	}
+	for _, e := range entries {
+		if e.Public.Password() != "" || e.Public.Kind() != secrets.KindPassword || !slices.Equal(e.Public.SecretKeys(), []string{"password"}) {
+			t.Errorf("List: %s: Public %v", e.Name, e.Public)
+		}
 	}
 }
 
@@ -266,6 +278,10 @@ func TestListAndPut(t *testing.T) {
 		{Name: "b", Username: "ub", Version: 1},
 		{Name: "gone", Version: 1, Deleted: true},
 	}
+	for i := range 2 {
+		want[i].Public = secrets.NewCredential(want[i].Name, want[i].Username, "[redacted]", "")
+		want[i].Public.Generation = entries[i].Public.Generation
+	}
 	if fmt.Sprintf("%+v", entries) != fmt.Sprintf("%+v", want) {
 		t.Errorf("List = %+v\nwant %+v", entries, want)
 	}
@@ -276,5 +292,5 @@ func TestListAndPut(t *testing.T) {
 		t.Errorf("Fetch after Put: wrong password")
 	}
 	_, err = s.Put(ctx(t), "c", "", "pw", nil)
-	wantErr(t, err, "username and password must not be empty")
+	wantErr(t, err, `secret/data/`+path+`/c: entry "c" has no username`)
 }

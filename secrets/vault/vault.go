@@ -1,9 +1,12 @@
 // Package vault is a credential source backed by HashiCorp Vault's KV v2
 // engine. Entry NAME lives at <mount>/data/<path>/NAME and holds the keys
-// username and password; with Config.Sealed the password is an age-armored
-// ciphertext sealed to the servers' recipient list, which this server opens
-// with its own identity, so a Vault reader who is not one of those servers
-// learns nothing.
+// of its kind, as the credential file does (secrets.ParseEntry): username
+// and password for a password entry; kind, client_id, client_secret... for
+// the others; scopes as a list or one space-separated string. With
+// Config.Sealed every secret value is an age-armored ciphertext sealed to
+// the servers' recipient list, which this server opens with its own
+// identity, so a Vault reader who is not one of those servers learns
+// nothing; the other keys (the generation among them) stay in clear.
 //
 // A Source logs in with a token (token_file or VAULT_TOKEN), AppRole (role
 // ID and secret ID files; the secret ID may be response-wrapped) or
