@@ -109,7 +109,7 @@ sealrelay: hint: pass it in the unit: LoadCredentialEncrypted=sealrelay-id:`; co
 	// The creds commands take the credential too, as under
 	// systemd-run -p LoadCredentialEncrypted=... sealrelay creds ...
 	code, stdout, stderr = runAs(t, bin, -1, env, "creds", "list", "-f", filepath.Join(dir, "credentials.age"), "-i", "credential:identity")
-	if code != 0 || stdout != "upstream\t"+rigUser+"\n" {
+	if code != 0 || !regexp.MustCompile(`(?m)^upstream +password +`+regexp.QuoteMeta(rigUser)+` `).MatchString(stdout) {
 		t.Errorf("creds list -i credential:identity: exit %d\n%s%s", code, stdout, stderr)
 	}
 
