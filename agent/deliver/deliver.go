@@ -32,7 +32,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +93,11 @@ type Relay struct {
 	Auth AuthPolicy
 	// Credential is the entry name in the credential source; "" means none.
 	Credential string
+	// ClientCertificate is the entry (of kind certificate) whose
+	// certificate the TLS handshake shows when the relay asks for one; ""
+	// means none. Without a Credential and with EXTERNAL in Mechanisms,
+	// AUTH EXTERNAL uses it.
+	ClientCertificate string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// internal/roots builds it from a ca_file.
 	RootCAs *x509.CertPool
@@ -244,34 +248,26 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 	default:
 		return nil, fmt.Errorf("tls = %q: want starttls, implicit or none", rc.TLS)
 	}
+	if err := checkMechanisms(&rc); err != nil {
+		return nil, err
+	}
 	switch rc.Auth {
 	case "":
 		rc.Auth = AuthDisabled
-		if rc.Credential != "" {
+		if rc.authCredential() != "" {
 			rc.Auth = AuthRequired
 		}
 	case AuthRequired, AuthEnabled:
-		if rc.Credential == "" {
-			return nil, fmt.Errorf("auth = %q needs a credential", rc.Auth)
+		if rc.authCredential() == "" {
+			return nil, fmt.Errorf("auth = %q needs a credential (or a client certificate with EXTERNAL)", rc.Auth)
 		}
 	case AuthDisabled:
 	default:
 		return nil, fmt.Errorf("auth = %q: want required, enabled or disabled", rc.Auth)
 	}
-	if rc.Auth != AuthDisabled && d.creds == nil {
+	if (rc.Auth != AuthDisabled || rc.ClientCertificate != "") && d.creds == nil {
 		return nil, errors.New("a credential is configured but no credential source was given")
 	}
-	if len(rc.Mechanisms) == 0 {
-		rc.Mechanisms = DefaultMechanisms
-	}
-	mechs := make([]string, len(rc.Mechanisms))
-	for i, m := range rc.Mechanisms {
-		mechs[i] = strings.ToUpper(m)
-		if !slices.Contains(DefaultMechanisms, mechs[i]) {
-			return nil, fmt.Errorf("SASL mechanism %q is not supported (supported: %s)", m, strings.Join(DefaultMechanisms, ", "))
-		}
-	}
-	rc.Mechanisms = mechs
 	if rc.MaxConnections <= 0 {
 		rc.MaxConnections = DefaultMaxConnections
 	}

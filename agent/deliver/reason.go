@@ -53,6 +53,8 @@ func reasonOf(err error) string {
 		return stageReason(ce)
 	case errors.As(err, &le):
 		return ReasonLocal
+	case errors.As(err, new(*ClientRefusedError)):
+		return ReasonAuth
 	case errors.As(err, &pe):
 		return ReasonSMTPUTF8
 	case errors.As(err, &se):
@@ -71,6 +73,9 @@ func stageReason(ce *ConnError) string {
 	isReply := errors.As(ce.Err, &se)
 	switch ce.Stage {
 	case StageTLS, StageStartTLS:
+		if errors.Is(ce.Err, secrets.ErrUnavailable) {
+			return ReasonCredentials
+		}
 		return ReasonTLS
 	case StageAuth:
 		if !isReply && errors.Is(ce.Err, secrets.ErrUnavailable) {
