@@ -108,20 +108,40 @@ func (cn *conn) clientRefused(err error) error {
 }
 
 // refusedCertificate adds to err, the failure to set up cn, that the
-// relay may have refused the client certificate cn showed, when the relay
-// answered with a TLS alert after asking for it. With TLS 1.3 the relay
+// relay may have refused the client certificate cn showed: a TLS alert
+// after the relay asked for it, or a security refusal (x.7.x) to the EHLO
+// that follows the handshake, as Postfix's smtpd_tls_req_ccert answers
+// (421 4.7.1 Client certificate not trusted). With TLS 1.3 the relay
 // checks the certificate after the client's handshake is done, so its
 // alert ("bad certificate", "unknown certificate authority", "certificate
 // required") arrives at the next read: the greeting or the EHLO.
 func (cn *conn) refusedCertificate(err error) error {
-	var oe *net.OpError
 	var ce *ConnError
-	if cn.clientCertUse != credUsed || !errors.As(err, &oe) || oe.Op != "remote error" || !errors.As(err, &ce) {
+	if cn.clientCertUse != credUsed || !errors.As(err, &ce) {
+		return err
+	}
+	var oe *net.OpError
+	var se *smtp.SMTPError
+	alert := errors.As(err, &oe) && oe.Op == "remote error"
+	refusal := ce.Stage == StageEHLO && errors.As(err, &se) && se.EnhancedCode[1] == 7
+	if !alert && !refusal {
 		return err
 	}
 	info, _ := cn.clientCert.CertificateInfo()
-	return &ConnError{Stage: ce.Stage, Err: fmt.Errorf("%w (the relay refused the client certificate %q, %s)", ce.Err, cn.r.cfg.ClientCertificate, info.Subject)}
+	return &ConnError{Stage: ce.Stage, Err: &certRefusal{err: ce.Err, note: fmt.Sprintf(" (the relay refused the client certificate %q, %s)", cn.r.cfg.ClientCertificate, info.Subject)}}
 }
+
+// certRefusal is a failure to set up a connection that refusedCertificate
+// put down to the client certificate: the relay's alert or reply (shown
+// as describe shows it), and a note naming the certificate. Its reason
+// is ReasonTLS.
+type certRefusal struct {
+	err  error
+	note string
+}
+
+func (e *certRefusal) Error() string { return describe(e.err) + e.note }
+func (e *certRefusal) Unwrap() error { return e.err }
 
 // StageRelaying is Check's question to a relay whose standing is the
 // client certificate: would it relay for this client?

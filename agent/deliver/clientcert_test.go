@@ -209,3 +209,22 @@ func TestCheckRelayingPasses(t *testing.T) {
 		}
 	}
 }
+
+// TestClientCertificateRefusedInHandshake: a relay that refuses the
+// certificate with a TLS alert (here after a TLS 1.3 handshake, at the
+// first read) defers, and the error names the certificate.
+func TestClientCertificateRefusedInHandshake(t *testing.T) {
+	ca, other := testpki.CA(t, "client CA"), testpki.CA(t, "another CA")
+	u := startUpstream(t, upstream.Config{ClientCAs: pool(ca)})
+	creds := newCreds(testPass)
+	creds.setNamed("corp-cert", certEntry(t, "corp-cert", testpki.Leaf(t, other, testpki.Options{CommonName: "relay1"}), other))
+	h := newDeliverer(t, creds, certRelay(u, false))
+	res := h.d.Deliver(context.Background(), message("a@example.net"))[0]
+	want := `EHLO: remote error: tls: unknown certificate authority (the relay refused the client certificate "corp-cert", CN=relay1,O=sealrelay test only)`
+	if res.Status != spool.Temporary || !strings.Contains(res.Err.Error(), want) || res.Reason != ReasonTLS {
+		t.Errorf("result %+v: %v\nwant Temporary, reason tls, with %q", res, res.Err, want)
+	}
+	if u.Count() != 0 {
+		t.Error("the relay took a message")
+	}
+}

@@ -71,6 +71,9 @@ func reasonOf(err error) string {
 func stageReason(ce *ConnError) string {
 	var se *smtp.SMTPError
 	isReply := errors.As(ce.Err, &se)
+	if errors.As(ce.Err, new(*certRefusal)) {
+		return ReasonTLS
+	}
 	switch ce.Stage {
 	case StageTLS, StageStartTLS:
 		if errors.Is(ce.Err, secrets.ErrUnavailable) {
