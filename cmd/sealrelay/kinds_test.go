@@ -400,3 +400,69 @@ func TestSESEndToEnd(t *testing.T) {
 		}
 	})
 }
+
+// certRotation keeps sending through the agent to a Postfix that trusts
+// two client CAs while the client certificate is rotated twice, sealed
+// as `creds set` seals it: to one from the other CA, then to a new one
+// from the first CA. Nothing may be lost or bounced, and every message
+// the agent took after it loaded a certificate went on a connection that
+// showed that certificate (Postfix's Received header names it): pooled
+// connections made with the old one were replaced, not reused.
+func certRotation(t *testing.T, source string, vs *vaulttest.Server) {
+	caA, caB := testpki.CA(t, "client CA A"), testpki.CA(t, "client CA B")
+	p, up, serverCA := certPostfix(t, nil, caA, caB)
+	k := newKindRig(t, source, vs, serverCA.PEM(), rig.Relay{Address: p.Addr(), Auth: "disabled", Extra: "client_certificate = \"corp-cert\"\n"})
+	k.setCert(t, nil, nil, "corp-cert", testpki.Leaf(t, caA, testpki.Options{CommonName: "rot-1"}), caA)
+	a := startAgent(t, k.cfg)
+
+	l := startLoad(a.Addr().String(), "certrot")
+	time.Sleep(1500 * time.Millisecond)
+	k.setCert(t, a, nil, "corp-cert", testpki.Leaf(t, caB, testpki.Options{CommonName: "rot-2"}), caB)
+	loaded2 := time.Now()
+	time.Sleep(2500 * time.Millisecond)
+	k.setCert(t, a, nil, "corp-cert", testpki.Leaf(t, caA, testpki.Options{CommonName: "rot-3"}), caA)
+	loaded3 := time.Now()
+	time.Sleep(2500 * time.Millisecond)
+	accepted, refused := l.stop()
+
+	waitRelayed(t, up, accepted)
+	o := tally(t, a, up, accepted, refused)
+	perCN := map[string]int{}
+	wrong := 0
+	for id, at := range accepted {
+		cn := receivedCN(o.delivered[id])
+		perCN[cn]++
+		want := map[string]bool{"rot-1": at.Before(loaded2), "rot-2": at.Before(loaded3), "rot-3": true}
+		if at.After(loaded3) {
+			want["rot-2"] = false
+		}
+		if at.After(loaded2) {
+			want["rot-1"] = false
+		}
+		if !want[cn] {
+			wrong++
+			if wrong <= 5 {
+				t.Errorf("%s, taken %s after the rotations, went with certificate %q", id, at.Sub(loaded2).Round(time.Millisecond), cn)
+			}
+		}
+	}
+	st := a.Deliverer().Stats()
+	t.Logf("CERT ROTATION %s: %s per certificate=%v connections opened=%d reused=%d closed as stale=%d",
+		source, o, perCN, st.ConnectionsOpened, st.ConnectionsReused, st.StaleClosed)
+	for _, cn := range []string{"rot-1", "rot-2", "rot-3"} {
+		if perCN[cn] == 0 {
+			t.Errorf("no message went with certificate %s: %v", cn, perCN)
+		}
+	}
+	if wrong > 0 || perCN[""] > 0 {
+		t.Errorf("%d messages went with an old certificate, %d with none", wrong, perCN[""])
+	}
+	if st.StaleClosed == 0 || st.ConnectionsReused == 0 {
+		t.Errorf("no pooled connection was reused (%d) or closed for its old certificate (%d)", st.ConnectionsReused, st.StaleClosed)
+	}
+}
+
+// TestCertRotationUnderLoad rotates the client certificate under load,
+// sealed into the age file (seen by the file watch) and into Vault (seen
+// by the version poll).
+func TestCertRotationUnderLoad(t *testing.T) { forSources(t, certRotation) }
