@@ -2,7 +2,6 @@ package deliver
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"strings"
 	"testing"
@@ -26,12 +25,6 @@ func certEntry(t testing.TB, name string, leaf, ca testpki.Cert) secrets.Credent
 	return c
 }
 
-func pool(ca testpki.Cert) *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.Cert)
-	return p
-}
-
 // certRelay returns a relay to u that shows the client certificate entry
 // "corp-cert", authenticates with EXTERNAL when external is set, and
 // else does not authenticate.
@@ -50,7 +43,7 @@ func certRelay(u *upstream.Server, external bool) Relay {
 func TestClientCertificateExternal(t *testing.T) {
 	ca := testpki.CA(t, "client CA")
 	leaf := testpki.Leaf(t, ca, testpki.Options{CommonName: "relay1.sealrelay.test"})
-	u := startUpstream(t, upstream.Config{ClientCAs: pool(ca), Behavior: upstream.Behavior{RequireAuth: true}})
+	u := startUpstream(t, upstream.Config{ClientCAs: ca.Pool(), Behavior: upstream.Behavior{RequireAuth: true}})
 	creds := newCreds(testPass)
 	creds.setNamed("corp-cert", certEntry(t, "corp-cert", leaf, ca))
 	h := newDeliverer(t, creds, certRelay(u, true))
@@ -76,7 +69,7 @@ func TestClientCertificateExternal(t *testing.T) {
 // the old one is closed rather than reused.
 func TestClientCertificateRotated(t *testing.T) {
 	oldCA, newCA := testpki.CA(t, "old client CA"), testpki.CA(t, "new client CA")
-	both := pool(oldCA)
+	both := oldCA.Pool()
 	both.AddCert(newCA.Cert)
 	u := startUpstream(t, upstream.Config{ClientCAs: both})
 	creds := newCreds(testPass)
@@ -107,7 +100,7 @@ func TestClientCertificateRotated(t *testing.T) {
 // the reason, never a connection without it.
 func TestClientCertificateUnavailable(t *testing.T) {
 	ca := testpki.CA(t, "client CA")
-	u := startUpstream(t, upstream.Config{ClientCAs: pool(ca)})
+	u := startUpstream(t, upstream.Config{ClientCAs: ca.Pool()})
 	for _, tc := range []struct {
 		name   string
 		entry  secrets.Credential
@@ -163,7 +156,7 @@ func TestClientRefusedDefers(t *testing.T) {
 		{"RCPT 5.1.1, certificate only", upstream.Rule{Command: "RCPT", Reply: upstream.ErrRejectRcpt}, func(u *upstream.Server) Relay { return certRelay(u, false) }, spool.Permanent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := startUpstream(t, upstream.Config{ClientCAs: pool(ca), Behavior: upstream.Behavior{Rules: []upstream.Rule{tc.rule}}})
+			u := startUpstream(t, upstream.Config{ClientCAs: ca.Pool(), Behavior: upstream.Behavior{Rules: []upstream.Rule{tc.rule}}})
 			creds := newCreds(testPass)
 			creds.setNamed("corp-cert", certEntry(t, "corp-cert", leaf, ca))
 			h := newDeliverer(t, creds, tc.relay(u))
@@ -195,7 +188,7 @@ func TestClientRefusedDefers(t *testing.T) {
 func TestCheckRelayingPasses(t *testing.T) {
 	ca := testpki.CA(t, "client CA")
 	for _, rules := range [][]upstream.Rule{nil, {{Command: "RCPT", Reply: upstream.ErrRejectRcpt}}} {
-		u := startUpstream(t, upstream.Config{ClientCAs: pool(ca), Behavior: upstream.Behavior{Rules: rules}})
+		u := startUpstream(t, upstream.Config{ClientCAs: ca.Pool(), Behavior: upstream.Behavior{Rules: rules}})
 		creds := newCreds(testPass)
 		creds.setNamed("corp-cert", certEntry(t, "corp-cert", testpki.Leaf(t, ca, testpki.Options{CommonName: "relay1"}), ca))
 		h := newDeliverer(t, creds, certRelay(u, false))
@@ -215,7 +208,7 @@ func TestCheckRelayingPasses(t *testing.T) {
 // first read) defers, and the error names the certificate.
 func TestClientCertificateRefusedInHandshake(t *testing.T) {
 	ca, other := testpki.CA(t, "client CA"), testpki.CA(t, "another CA")
-	u := startUpstream(t, upstream.Config{ClientCAs: pool(ca)})
+	u := startUpstream(t, upstream.Config{ClientCAs: ca.Pool()})
 	creds := newCreds(testPass)
 	creds.setNamed("corp-cert", certEntry(t, "corp-cert", testpki.Leaf(t, other, testpki.Options{CommonName: "relay1"}), other))
 	h := newDeliverer(t, creds, certRelay(u, false))
