@@ -4,16 +4,22 @@
 // It holds routes (docs/routes.md: a relay list per sender and recipient
 // domain, a message split per route) and relay failover, outbound rate
 // limits per relay and per route, the TLS policy (STARTTLS, implicit TLS
-// or none; certificates always verified), the AUTH policy of docs/auth.md
-// (required, enabled, disabled) with its SASL mechanisms, and a per-relay
-// pool of authenticated connections reused across messages.
+// or none; certificates always verified; a TLS client certificate read
+// from the credential store at each handshake), the AUTH policy of
+// docs/auth.md (required, enabled, disabled) with its SASL mechanisms
+// (the strongest configured one the relay offers), and a per-relay pool
+// of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
 //     AllowPlaintextAuth, and never under AuthPolicy disabled;
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
-//     Temporary result, never a Permanent one;
+//     Temporary result, never a Permanent one; so is a relay's refusal of
+//     a session whose only standing is the client certificate
+//     (ClientRefusedError);
+//   - a pooled connection whose credential or client certificate has
+//     been replaced in the store is closed, not reused;
 //   - mail above a rate limit is never failed for it: it gets a Waiting
 //     result with the time to come back;
 //   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
