@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/agent/deliver/sasl"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -91,6 +91,9 @@ type conn struct {
 	cred    secrets.Credential
 	credUse credUse
 
+	clientCert    secrets.Credential // the client certificate the handshake showed
+	clientCertUse credUse
+
 	idleSince time.Time
 	broken    bool // unusable: close, never reuse
 	// inTransaction: MAIL was accepted and no reply to the data ended the
@@ -156,6 +159,7 @@ func (r *relay) dial(ctx context.Context) (*conn, error) {
 		err = &ConnError{StageConnect, ctx.Err()}
 	}
 	if err != nil {
+		err = cn.refusedCertificate(err)
 		cn.close()
 		if ctx.Err() != nil {
 			var ce *ConnError
@@ -244,7 +248,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 // startTLS runs the TLS handshake on the raw connection.
 func (cn *conn) startTLS(ctx context.Context) (*tls.Conn, error) {
 	r := cn.r
-	tc := tls.Client(cn.raw, r.tlsConf)
+	tc := tls.Client(cn.raw, cn.tlsConfig())
 	cn.raw.SetDeadline(time.Now().Add(r.cfg.CommandTimeout)) //nolint:errcheck // a closed conn fails the handshake
 	if err := tc.HandshakeContext(ctx); err != nil {
 		r.d.st.tlsFailures.Add(1)
@@ -347,14 +351,14 @@ func (r *relay) establish(ctx context.Context) (*conn, establishment, error) {
 // and may leave it nil if the new one fails).
 func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 	cn := *cnp
-	name := r.cfg.Credential
+	name := r.cfg.authCredential()
 	cred, err := r.d.creds.Get(name)
 	if err != nil {
 		cn.credUse = credUnavailable
 		return &ConnError{StageAuth, fmt.Errorf("not attempted: %w", err)}
 	}
 	for retried := false; ; retried = true {
-		mech, err := r.canAuth(cn)
+		mech, err := r.canAuth(cn, cred)
 		if err != nil {
 			return err
 		}
@@ -380,8 +384,8 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 		r.d.log.Info("relay rejected the credential; retrying with the refreshed one",
 			"relay", r.cfg.Name, "credential", name, "username", fresh.Username, "version", fresh.Version)
 		cred = fresh
-		if cn.broken {
-			cn.close()
+		if cn.broken || certificateKind(fresh) {
+			cn.quit()
 			*cnp = nil
 			if cn, err = r.dial(ctx); err != nil {
 				return err
@@ -392,40 +396,41 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 }
 
 // canAuth checks that AUTH may and can be sent on cn, and picks the
-// mechanism.
-func (r *relay) canAuth(cn *conn) (string, error) {
+// mechanism for cred.
+func (r *relay) canAuth(cn *conn, cred secrets.Credential) (string, error) {
 	if cn.tlsState == nil && !r.cfg.AllowPlaintextAuth {
 		return "", &ConnError{StageAuth, errors.New("not sent: the connection has no TLS and allow_plaintext_auth is off")}
 	}
-	ok, offered := cn.c.Extension("AUTH")
-	if !ok {
+	if ok, _ := cn.c.Extension("AUTH"); !ok {
 		return "", &ConnError{StageAuth, errors.New("not offered by the relay")}
 	}
-	for _, m := range r.cfg.Mechanisms {
-		if cn.c.SupportsAuth(m) {
-			return m, nil
-		}
+	mech, err := r.chooseMech(cn, cred)
+	if err != nil {
+		return "", &ConnError{StageAuth, err}
 	}
-	return "", &ConnError{StageAuth, fmt.Errorf("no mechanism in common: the relay offers %q, configured %s", offered, strings.Join(r.cfg.Mechanisms, ", "))}
+	return mech, nil
 }
 
 // auth runs one AUTH exchange with cred.
 func (cn *conn) auth(ctx context.Context, mech string, cred secrets.Credential) error {
-	var client sasl.Client
-	switch mech {
-	case sasl.Plain:
-		client = sasl.NewPlainClient("", cred.Username, cred.Password())
-	case sasl.Login:
-		client = sasl.NewLoginClient(cred.Username, cred.Password())
+	client, err := saslClient(mech, cred)
+	if err != nil {
+		return err
 	}
 	cn.mech, cn.cred, cn.credUse = mech, cred, credUsed
 	done := cn.watch(ctx)
-	err := cn.c.Auth(client)
+	err = cn.c.Auth(client)
 	done()
+	if err == nil {
+		// SCRAM: the relay must have proved it knows the password.
+		if err = sasl.Verify(client); err != nil {
+			cn.broken = true
+		}
+	}
 	if err != nil {
 		cn.fail(err)
 		cn.r.d.st.authFailures.Add(1)
-		return &replyError{cmd: fmt.Sprintf("%s as %s rejected", mech, cred.Username), err: withholdText(err)}
+		return &replyError{cmd: authAs(mech, cred) + " rejected", err: withholdText(err)}
 	}
 	cn.authed = true
 	cn.r.d.st.authOK.Add(1)
