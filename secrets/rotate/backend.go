@@ -176,7 +176,9 @@ func (v *Vault) Kept(ctx context.Context, role Role, name, ref string) (secrets.
 }
 
 // Forget deletes the pending entry.
-func (v *Vault) Forget(ctx context.Context, name string) error { return v.Source.DropPending(ctx, name) }
+func (v *Vault) Forget(ctx context.Context, name string) error {
+	return v.Source.DropPending(ctx, name)
+}
 
 // Install writes c as a new KV version.
 func (v *Vault) Install(ctx context.Context, c secrets.Credential) (string, error) {
