@@ -157,10 +157,12 @@ func (r *Rotation) Abort(ctx context.Context) error {
 	}
 	if sealed {
 		r.logf(st, "abort: waiting up to %s for %s to hold generation %s again", r.Wait, r.Fleet, orNone(st.OldGeneration))
-		if _, err := r.waitFleet(ctx, st, "abort", st.OldGeneration); err != nil {
+		summary, err := r.waitFleet(ctx, st, "abort", st.OldGeneration)
+		if err != nil {
 			return &Error{Msg: "abort: " + err.Error() + "; the new secret was not retired",
 				hint: "when they hold the previous generation, `sealrelay creds rotate " + r.Name + " --abort` goes on"}
 		}
+		r.logf(st, "abort: %s", summary)
 	}
 	if st.SetHookRun || st.MadeByHook {
 		if err := r.checkHook("retire_hook", r.Hooks.Retire, true); err != nil {
