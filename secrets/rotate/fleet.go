@@ -152,7 +152,7 @@ func view(states []AgentState, want string) fleetView {
 		case s.Holding.Generation != want:
 			why = "holds generation " + orNone(s.Holding.Generation)
 		case s.Holding.PooledOld > 0:
-			why = fmt.Sprintf("%d relay connections still on the old secret", s.Holding.PooledOld)
+			why = fmt.Sprintf("%d relay connection%s still on the old secret", s.Holding.PooledOld, plural(s.Holding.PooledOld))
 		}
 		if s.Err == nil {
 			v.using++
@@ -189,4 +189,11 @@ func (v fleetView) summary(want string) string {
 		return fmt.Sprintf("%d of %d agents hold generation %s, with no connection on the old secret", v.ok, v.total, want)
 	}
 	return fmt.Sprintf("%d of %d agents hold generation %s; waiting for %s", v.ok, v.total, want, strings.Join(v.waiting, ", "))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
