@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 	"time"
@@ -92,7 +93,12 @@ func (a *Agent) reportGenerations(ctx context.Context) {
 			switch {
 			case err != nil && ctx.Err() == nil:
 				if err.Error() != failing {
-					a.log.Warn("cannot write this agent's generation report; a rotation waiting for it will name this agent", "path", path, "err", err)
+					attrs := []any{"path", path, "err", err.Error()}
+					var h interface{ Hint() string }
+					if errors.As(err, &h) && h.Hint() != "" {
+						attrs = append(attrs, "hint", h.Hint())
+					}
+					a.log.Warn("cannot write this agent's generation report; a rotation waiting for it will name this agent", attrs...)
 				}
 				failing, written = err.Error(), time.Time{}
 			case err == nil:

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -60,14 +61,23 @@ func (c *Config) resolveRotation(dir string) {
 // is checked by the rotation, on the host that runs it.
 func (c *Config) validateRotation() error {
 	r := &c.Rotation
+	if v := c.Credentials.Vault; c.Credentials.Source == "vault" {
+		ap := strings.Trim(v.AgentsPath, "/")
+		if ap == strings.Trim(v.Path, "/") || strings.HasPrefix(ap, strings.Trim(v.Path, "/")+"/") || slices.Contains(strings.Split(ap, "/"), "..") {
+			return c.bad("credentials.vault.agents_path", "%q must be a folder of its own, outside path %q: the agents' reports are no credential entries", v.AgentsPath, v.Path)
+		}
+	}
 	for i, f := range r.Fleet {
 		if err := checkFleetAddress(f); err != nil {
 			return c.bad(fmt.Sprintf("rotation.fleet[%d]", i), "%v", err)
 		}
 	}
-	for key, h := range map[string][]string{"set_hook": r.SetHook, "retire_hook": r.RetireHook, "make_hook": r.MakeHook} {
-		if len(h) > 0 && h[0] == "" {
-			return c.bad("rotation."+key, "the program (its first element) is empty")
+	for _, h := range []struct {
+		key  string
+		argv []string
+	}{{"set_hook", r.SetHook}, {"retire_hook", r.RetireHook}, {"make_hook", r.MakeHook}} {
+		if len(h.argv) > 0 && h.argv[0] == "" {
+			return c.bad("rotation."+h.key, "the program (its first element) is empty")
 		}
 	}
 	if r.PasswordLength < 1 || r.PasswordLength > 1024 {
@@ -90,9 +100,12 @@ func (c *Config) validateRotation() error {
 		return c.bad("rotation.password_length", "%d characters of a %d-character alphabet give %.0f bits; at least 128 are needed (%d characters)",
 			r.PasswordLength, len(r.PasswordAlphabet), bits, int(math.Ceil(128/math.Log2(float64(len(r.PasswordAlphabet))))))
 	}
-	for key, d := range map[string]Duration{"hook_timeout": r.HookTimeout, "wait_timeout": r.WaitTimeout, "poll_interval": r.PollInterval} {
-		if d.Duration <= 0 {
-			return c.bad("rotation."+key, "must be positive")
+	for _, d := range []struct {
+		key string
+		d   Duration
+	}{{"hook_timeout", r.HookTimeout}, {"wait_timeout", r.WaitTimeout}, {"poll_interval", r.PollInterval}} {
+		if d.d.Duration <= 0 {
+			return c.bad("rotation."+d.key, "must be positive")
 		}
 	}
 	return nil

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -119,6 +121,21 @@ open(`+strconv.Quote(iamLog)+`, "a").write("%s: delete-access-key %s, keep %s\n"
 	if c.Username != sesNewID || got.Generation != c.Generation || got.PooledOld != 0 {
 		t.Errorf("the agent holds %s %+v", c.Username, got)
 	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`sealrelay_credential_generation{generation="` + c.Generation + `",name="upstream"} 1`,
+		`sealrelay_credential_pooled_old_connections{name="upstream"} 0`, `sealrelay_credential_generation_since_seconds{name="upstream"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(string(body), `generation="`+got.Generation+`"`) && got.Generation != c.Generation {
+		t.Error("/metrics still shows the old generation")
+	}
 	if err := send(a.Addr().String(), "app@client.test", "user@example.net", "<ses.after@rig>"); err != nil {
 		t.Fatal(err)
 	}
@@ -134,5 +151,32 @@ func writeScript(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCredsRotateUsage: the mistakes in a rotate command line, each
+// named, with exit status 2.
+func TestCredsRotateUsage(t *testing.T) {
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	writeTestFile(t, filepath.Join(dir, "upstream-ca.pem"), "") // config load only checks it is there
+	cfg := rigConfig(t, dir, "127.0.0.1:1", relayOpts{}, "")
+	age := []string{"-f", filepath.Join(dir, "credentials.age"), "-R", filepath.Join(dir, "recipients.txt"), "-i", filepath.Join(dir, "identity.txt")}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"creds", "rotate"}, "creds rotate needs exactly one entry NAME, got 0 arguments"},
+		{[]string{"creds", "rotate", "upstream"}, "creds rotate needs -c CONFIG: its [rotation] table names the fleet and the hooks"},
+		{[]string{"creds", "rotate", "upstream", "-c", cfg, "--resume", "--abort"}, "creds rotate takes --resume or --abort, not both"},
+		{[]string{"creds", "rotate", "upstream", "-c", cfg}, "creds rotate needs -f FILE"},
+		{append([]string{"creds", "rotate", "upstream", "-c", cfg}, age...), "rotation.fleet is empty: list the agents' metrics_address"},
+		{[]string{"creds", "rotate", "upstream", "--vault", "-c", cfg, "-f", "x.age"}, "creds rotate --vault takes the Vault and identity from -c CONFIG, not -f or -i"},
+		{[]string{"creds", "spin"}, `unknown creds subcommand "spin" (want set, list, rm, reencrypt or rotate)`},
+	} {
+		code, _, errs := runCLI(t, tc.args...)
+		if code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, want 2 and %q:\n%s", tc.args[1:], code, tc.want, errs)
+		}
 	}
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
+	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
 // TestRotateFleetAgeFile: three agents, each with its own key and spool,
@@ -321,5 +325,42 @@ func TestRotateRetireHookFails(t *testing.T) {
 	}
 	if _, err := os.Stat(f.stateFile()); !os.IsNotExist(err) {
 		t.Errorf("the state file is still there after --abort: %v", err)
+	}
+}
+
+// TestAgentReportRefused: an agent whose Vault token may read the entries
+// but not write its report still delivers, and says once why its report
+// is missing and which policy fixes it.
+func TestAgentReportRefused(t *testing.T) {
+	vs := vaulttest.Start(t)
+	vs.PutCredential(t, "sealrelay-rep/upstream", rigUser, rigPass)
+	vs.Policy(t, "read-only", vaulttest.ReadPolicy("secret", "sealrelay-rep"))
+	token := vs.CreateToken(t, vaulttest.Token{Policies: []string{"read-only"}})
+	dir := t.TempDir()
+	rigFiles(t, dir, rigUser, rigPass)
+	up := startUpstream(t, dir, upstream.Config{})
+	cfg := rigConfig(t, dir, up.Addr(), relayOpts{}, "")
+	rigVault(t, cfg, vs, "sealrelay-rep", false)
+	writeTestFile(t, filepath.Join(dir, "vault-token"), token+"\n")
+	a := startAgent(t, cfg)
+	if err := send(a.Addr().String(), "app@client.test", "user@example.net", "<rep@rig>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.WaitMessages(1, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the refused report in the log", func() bool {
+		return strings.Contains(a.logs.String(), "cannot write this agent's generation report")
+	})
+	time.Sleep(2 * time.Second) // more tries, logged no more
+	logs := a.logs.String()
+	for _, want := range []string{"path=secret/data/sealrelay-rep-agents/agent.test", "permission denied",
+		"hint=\"give the agent's token a policy with create and update on secret/data/sealrelay-rep-agents/agent.test\""} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log does not say %q", want)
+		}
+	}
+	if n := strings.Count(logs, "cannot write this agent's generation report"); n != 1 {
+		t.Errorf("logged %d times, want once", n)
 	}
 }
