@@ -222,4 +222,3 @@ func digests(s string) map[string]string {
 	}
 	return out
 }
-
