@@ -54,16 +54,5 @@ func (r *relay) staleIdle() []*conn {
 	cur, err := r.d.creds.Get(r.cfg.Credential)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*conn
-	kept := r.idle[:0]
-	for _, cn := range r.idle {
-		if staleAgainst(cn, cur, err) {
-			out = append(out, cn)
-		} else {
-			kept = append(kept, cn)
-		}
-	}
-	clear(r.idle[len(kept):])
-	r.idle = kept
-	return out
+	return r.takeIdleLocked(func(cn *conn) bool { return staleAgainst(cn, cur, err) })
 }

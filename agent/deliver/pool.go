@@ -117,18 +117,24 @@ func (r *relay) put(cn *conn) {
 func (r *relay) expired(now time.Time) []*conn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*conn
+	return r.takeIdleLocked(func(cn *conn) bool { return now.Sub(cn.idleSince) >= r.cfg.IdleTimeout })
+}
+
+// takeIdleLocked removes and returns the idle connections out says to
+// take out, keeping the others in their order.
+func (r *relay) takeIdleLocked(out func(*conn) bool) []*conn {
+	var taken []*conn
 	kept := r.idle[:0]
 	for _, cn := range r.idle {
-		if now.Sub(cn.idleSince) >= r.cfg.IdleTimeout {
-			out = append(out, cn)
+		if out(cn) {
+			taken = append(taken, cn)
 		} else {
 			kept = append(kept, cn)
 		}
 	}
 	clear(r.idle[len(kept):])
 	r.idle = kept
-	return out
+	return taken
 }
 
 // shutdown marks the relay closed and returns its idle connections for

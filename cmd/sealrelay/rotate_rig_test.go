@@ -381,13 +381,7 @@ func (f *fleet) rotate(more ...string) rotateResult {
 	cmd.Env = append(os.Environ(), f.rotateEnv...)
 	var errb bytes.Buffer
 	cmd.Stderr, cmd.Stdout = &errb, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		f.t.Fatal(err)
-	}
+	code := exitCode(f.t, cmd.Run())
 	f.t.Logf("creds rotate %s: exit %d\n%s", strings.Join(more, " "), code, errb.String())
 	return rotateResult{code: code, stderr: errb.String()}
 }
@@ -480,4 +474,16 @@ func (l *load) finish(t *testing.T, f *fleet) (accepted, lost, bounced int) {
 		t.Errorf("%d submissions refused by the agents", l.refused)
 	}
 	return len(l.accepted), missing(), bounced
+}
+
+// exitCode is the exit status a command's Run returned, failing the test
+// if it did not run at all.
+func exitCode(t testing.TB, err error) int {
+	t.Helper()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0
 }

@@ -50,13 +50,7 @@ func runExampleHook(t *testing.T, env []string, hook string, in string, args ...
 	cmd.Stdin = strings.NewReader(in)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	code := exitCode(t, cmd.Run())
 	return out.String(), errb.String(), code
 }
 

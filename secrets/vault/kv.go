@@ -67,16 +67,7 @@ func (s *Source) fetch(ctx context.Context, name string) (secrets.Credential, er
 // current version, or the given one.
 func (s *Source) fetchAt(ctx context.Context, p, name string, version int) (secrets.Credential, error) {
 	dataPath := s.cfg.Mount + "/data/" + p
-	var kv *api.KVSecret
-	err := s.call(ctx, dataPath, func(c *api.Client) error {
-		var err error
-		if version > 0 {
-			kv, err = c.KVv2(s.cfg.Mount).GetVersion(ctx, p, version)
-		} else {
-			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
-		}
-		return err
-	})
+	kv, err := s.get(ctx, p, version)
 	if err != nil {
 		return secrets.Credential{}, err
 	}
@@ -96,6 +87,22 @@ func (s *Source) fetchAt(ctx context.Context, p, name string, version int) (secr
 		c.Version = strconv.Itoa(kv.VersionMetadata.Version)
 	}
 	return c, nil
+}
+
+// get reads the KV path p under the mount: its current version, or the
+// given one.
+func (s *Source) get(ctx context.Context, p string, version int) (*api.KVSecret, error) {
+	var kv *api.KVSecret
+	err := s.call(ctx, s.cfg.Mount+"/data/"+p, func(c *api.Client) error {
+		var err error
+		if version > 0 {
+			kv, err = c.KVv2(s.cfg.Mount).GetVersion(ctx, p, version)
+		} else {
+			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
+		}
+		return err
+	})
+	return kv, err
 }
 
 // open returns a copy of an entry's data with every secret value opened
@@ -258,13 +265,7 @@ func (s *Source) List(ctx context.Context) ([]Entry, error) {
 	}
 	entries := make([]Entry, 0, len(names))
 	for _, name := range names {
-		p := s.cfg.Path + "/" + name
-		var kv *api.KVSecret
-		err := s.call(ctx, s.cfg.Mount+"/data/"+p, func(c *api.Client) error {
-			var err error
-			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
-			return err
-		})
+		kv, err := s.get(ctx, s.cfg.Path+"/"+name, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -76,12 +76,7 @@ func (s *Source) AgentReports(ctx context.Context) ([]secrets.AgentReport, map[s
 	bad := map[string]error{}
 	for _, name := range names {
 		p := s.cfg.AgentsPath + "/" + name
-		var kv *api.KVSecret
-		err := s.call(ctx, s.cfg.Mount+"/data/"+p, func(c *api.Client) error {
-			var err error
-			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
-			return err
-		})
+		kv, err := s.get(ctx, p, 0)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -203,12 +198,7 @@ func (s *Source) RestoreVersion(ctx context.Context, name string, v int) (int, e
 		return 0, err
 	}
 	dataPath := s.cfg.Mount + "/data/" + p
-	var kv *api.KVSecret
-	err = s.call(ctx, dataPath, func(c *api.Client) error {
-		var err error
-		kv, err = c.KVv2(s.cfg.Mount).GetVersion(ctx, p, v)
-		return err
-	})
+	kv, err := s.get(ctx, p, v)
 	if err != nil {
 		return 0, err
 	}
