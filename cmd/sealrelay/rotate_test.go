@@ -274,7 +274,13 @@ func TestRotateSetHookFails(t *testing.T) {
 // --abort puts the previous entry back, waits until the agents hold it
 // again, and retires the new secret at the relay.
 func TestRotateRetireHookFails(t *testing.T) {
-	f := newFleet(t, "age", fleetOpts{agents: 2})
+	for _, source := range []string{"age", "vault"} {
+		t.Run(source, func(t *testing.T) { rotateRetireHookFails(t, source) })
+	}
+}
+
+func rotateRetireHookFails(t *testing.T, source string) {
+	f := newFleet(t, source, fleetOpts{agents: 2})
 	hook := failingHook(t, f, "retire-old", "relay API: 409 credential in use")
 	writeTestFile(t, f.opCfg, strings.Replace(readTestFile(t, f.opCfg), "retire_hook = ", "retire_hook = "+tomlList(hook)+"\n# was: ", 1))
 	before := f.current()
@@ -311,6 +317,14 @@ func TestRotateRetireHookFails(t *testing.T) {
 	restored := f.current()
 	if restored.Generation != before.Generation || restored.Password() != fleetPass {
 		t.Errorf("after --abort the entry is generation %s, want %s with the old password", restored.Generation, before.Generation)
+	}
+	if source == "vault" {
+		// The roll back is a new KV version holding the old one's data.
+		b, _ := strconv.Atoi(before.Version)
+		r, _ := strconv.Atoi(rotated.Version)
+		if now, _ := strconv.Atoi(restored.Version); r != b+1 || now != r+1 {
+			t.Errorf("KV versions: before %d, rotated %d, restored %d; want each one more", b, r, now)
+		}
 	}
 	for _, a := range f.agents {
 		if h, err := a.generations(); err != nil || h["primary"].Generation != before.Generation || h["primary"].PooledOld != 0 {

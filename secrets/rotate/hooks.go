@@ -100,6 +100,9 @@ func runHook(ctx context.Context, argv []string, timeout time.Duration, in HookI
 	}
 	defer clear(input)
 	cmd.Stdin = bytes.NewReader(append(input, '\n'))
+	// Standard output and error are copied by two goroutines: one lock
+	// keeps their lines whole.
+	show = &lockedWriter{w: show}
 	stderr := &lineShow{prefix: "hook " + in.Action + ": ", redact: redact, w: show}
 	cmd.Stderr = stderr
 	var stdout capped
@@ -225,15 +228,28 @@ func (l *lineShow) emit(line string) {
 		return
 	}
 	l.last = line
-	if l.w != nil {
-		fmt.Fprintf(l.w, "sealrelay: %s%s\n", l.prefix, line)
-	}
+	fmt.Fprintf(l.w, "sealrelay: %s%s\n", l.prefix, line)
 }
 
 func (l *lineShow) lastLine() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.w == nil {
+		return len(p), nil
+	}
+	return l.w.Write(p)
 }
 
 // capped keeps what a make hook prints, up to maxHookOutput bytes.
