@@ -98,6 +98,7 @@ open(`+strconv.Quote(iamLog)+`, "a").write("%s: delete-access-key %s, keep %s\n"
 		t.Fatal("a failed rotation changed the credential file")
 	}
 
+	began := time.Now()
 	code, _, errs = runCLI(t, rotateArgs...)
 	t.Logf("creds rotate:\n%s", errs)
 	if code != 0 {
@@ -118,8 +119,8 @@ open(`+strconv.Quote(iamLog)+`, "a").write("%s: delete-access-key %s, keep %s\n"
 	}
 	got := a.Generations()["upstream"]
 	c, _ := a.Store().Get("upstream")
-	if c.Username != sesNewID || got.Generation != c.Generation || got.PooledOld != 0 {
-		t.Errorf("the agent holds %s %+v", c.Username, got)
+	if c.Username != sesNewID || got.Generation != c.Generation || got.PooledOld != 0 || !got.Loaded || got.Since.Before(began) {
+		t.Errorf("the agent holds %s %+v, want the new generation since the rotation began (%s)", c.Username, got, began)
 	}
 	resp, err := http.Get("http://" + metrics + "/metrics")
 	if err != nil {
