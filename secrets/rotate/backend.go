@@ -35,6 +35,9 @@ type Backend interface {
 	Keep(ctx context.Context, role Role, c secrets.Credential) (string, error)
 	// Kept reads back what Keep kept.
 	Kept(ctx context.Context, role Role, name, ref string) (secrets.Credential, error)
+	// KeepsIn says where Keep keeps entry name's new entry, for the log:
+	// the state file at statePath, or elsewhere.
+	KeepsIn(name, statePath string) string
 	// Forget drops what Keep kept outside the state file, if anything.
 	Forget(ctx context.Context, name string) error
 	// Install makes c the entry (step 3), and says how, for the log.
@@ -97,6 +100,11 @@ func (a *AgeFile) Kept(_ context.Context, role Role, name, ref string) (secrets.
 		return secrets.Credential{}, fmt.Errorf("%s is not entry %q", what, name)
 	}
 	return creds[0], nil
+}
+
+// KeepsIn is the state file.
+func (a *AgeFile) KeepsIn(_, statePath string) string {
+	return "sealed to the recipient list in " + statePath
 }
 
 // Forget has nothing to do: the state file goes.
@@ -173,6 +181,15 @@ func (v *Vault) Kept(ctx context.Context, role Role, name, ref string) (secrets.
 		return secrets.Credential{}, fmt.Errorf("the rotation state's previous version %q is not a number", ref)
 	}
 	return v.Source.FetchVersion(ctx, name, n)
+}
+
+// KeepsIn is the pending path.
+func (v *Vault) KeepsIn(name, _ string) string {
+	how := "unsealed"
+	if v.Recipients != nil {
+		how = "sealed"
+	}
+	return how + " at " + v.Source.PendingPath(name)
 }
 
 // Forget deletes the pending entry.

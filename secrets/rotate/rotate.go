@@ -85,8 +85,8 @@ func (r *Rotation) Start(ctx context.Context) error {
 	if st.MadeByHook {
 		made = "the make hook made it"
 	}
-	r.logf(st, "step 1/5: made a new %s for %s %s, generation %s (%s); kept sealed in %s",
-		label(key), accountWord(old.Kind()), nc.Username, nc.Generation, made, r.StatePath)
+	r.logf(st, "step 1/5: made a new %s for %s %s, generation %s (%s); kept %s",
+		label(key), accountWord(old.Kind()), nc.Username, nc.Generation, made, r.Backend.KeepsIn(r.Name, r.StatePath))
 	if err := st.save(r.StatePath, now); err != nil {
 		return err
 	}
