@@ -184,6 +184,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Info("credentials loaded", "source", a.src.String(), "entries", len(a.store.Names()))
 		}
 		goBG(func() { a.store.Run(bg) })
+		goBG(func() { a.reportGenerations(bg) })
 	}
 
 	var metricsSrv *http.Server
@@ -197,6 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		h := &health{a: a}
 		mux.HandleFunc("GET /healthz", h.healthz)
 		mux.HandleFunc("GET /readyz", h.readyz)
+		mux.HandleFunc("GET /generations", a.serveGenerations)
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		goBG(func() { metricsSrv.Serve(ml) }) //nolint:errcheck // ends with Shutdown
 		a.log.Info("metrics listening", "address", ml.Addr().String())

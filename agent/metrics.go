@@ -33,7 +33,7 @@ func (a *Agent) registry() *prometheus.Registry {
 		func() uint64 { return a.smtp.Stats().ConnectionErrors })
 	reg.MustRegister(&rejectedCollector{a: a, desc: prometheus.NewDesc("sealrelay_smtpd_rejected_total",
 		"Inbound commands or messages refused, by reason.", []string{"reason"}, nil)})
-	reg.MustRegister(newQueueCollector(a.queue), a.attempts.delay, a.attempts.deferrals)
+	reg.MustRegister(newQueueCollector(a.queue), a.attempts.delay, a.attempts.deferrals, newGenerationCollector(a))
 
 	counter("spool_accepted_total", "Messages written to the spool.", func() uint64 { return a.queue.Stats().Accepted })
 	counter("spool_delivered_total", "Recipients delivered.", func() uint64 { return a.queue.Stats().Delivered })

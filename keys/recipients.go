@@ -72,6 +72,23 @@ func (l *RecipientList) Contains(publicKey string) bool {
 	return false
 }
 
+// Describe names the recipients for a message: "3 recipients (relay1,
+// relay2, relay3)", each by its comment, or its key where a line has none.
+func (l *RecipientList) Describe() string {
+	names := make([]string, len(l.Entries))
+	for i, e := range l.Entries {
+		names[i] = e.Name
+		if names[i] == "" {
+			names[i] = e.PublicKey
+		}
+	}
+	n := "recipients"
+	if len(names) == 1 {
+		n = "recipient"
+	}
+	return fmt.Sprintf("%d %s (%s)", len(names), n, strings.Join(names, ", "))
+}
+
 // LoadRecipients reads a recipient list file. Whoever can write the list
 // decides who can read what is sealed to it, so a list, or a directory
 // above it, that a user other than this one and root can write is refused

@@ -66,6 +66,9 @@ type Store struct {
 	log   *slog.Logger
 
 	cur atomic.Pointer[map[string]Credential]
+	// since is when each entry of cur got its generation and secret;
+	// swapped with cur, under mu.
+	since atomic.Pointer[map[string]time.Time]
 
 	mu          sync.Mutex // serializes fetches and swaps
 	lastErr     error
@@ -97,6 +100,8 @@ func NewStore(src Source, names []string, opt StoreOptions) *Store {
 	s := &Store{src: src, names: names, opt: opt, log: log, lastRefresh: map[string]time.Time{}}
 	empty := map[string]Credential{}
 	s.cur.Store(&empty)
+	noTimes := map[string]time.Time{}
+	s.since.Store(&noTimes)
 	return s
 }
 
@@ -182,15 +187,23 @@ func (s *Store) fetchLocked(ctx context.Context, names []string, why string) err
 	s.loads.Add(1)
 	old := *s.cur.Load()
 	next := maps.Clone(old)
+	since := maps.Clone(*s.since.Load())
+	now := time.Now()
 	for _, n := range names {
 		c := got[n]
 		c.Name = n
-		if prev, ok := old[n]; ok && !prev.SameSecret(c) {
+		prev, ok := old[n]
+		if ok && !prev.SameSecret(c) {
 			s.changes.Add(1)
-			s.log.Info("credential changed", "credential", n, "username", c.Username, "version", c.Version, "source", s.src.String())
+			s.log.Info("credential changed", "credential", n, "username", c.Username, "version", c.Version,
+				"generation", c.Generation, "source", s.src.String())
+		}
+		if !ok || !prev.SameSecret(c) || prev.Generation != c.Generation {
+			since[n] = now
 		}
 		next[n] = c
 	}
+	s.since.Store(&since)
 	s.cur.Store(&next)
 	s.setErrLocked(nil, why)
 	return nil

@@ -31,14 +31,15 @@ type Config struct {
 	DataDir        string `toml:"data_dir" doc:"The agent's own directory, for the spool and the control socket. It must belong to the user the agent runs as and be writable by no one else."`
 	LogFormat      string `toml:"log_format" doc:"The format of the log on standard error: text or json."`
 	LogLevel       string `toml:"log_level" doc:"The least severe level logged: debug, info, warn or error."`
-	MetricsAddress string `toml:"metrics_address" doc:"The host:port serving /metrics (Prometheus), /healthz and /readyz; empty: none."`
+	MetricsAddress string `toml:"metrics_address" doc:"The host:port serving /metrics (Prometheus), /healthz, /readyz and /generations (the credential generations held, for creds rotate); empty: none."`
 
 	Listen      Listen      `toml:"listen" doc:"The inbound SMTP listener for local applications."`
 	Relays      []Relay     `toml:"relay" doc:"An upstream relay host. At least one is needed; several are tried in order (failover)."`
-	Routes      []Route     `toml:"route" doc:"A route: which relays take the mail of some senders or recipient domains. Optional; the first route that matches a recipient wins. Without routes, every relay in order takes all mail. With routes, one of them must be the default route, with neither senders nor recipient_domains."`
+	Routes      []Route     `toml:"route" example:"commented" doc:"A route: which relays take the mail of some senders or recipient domains. Optional; the first route that matches a recipient wins. Without routes, every relay in order takes all mail. With routes, one of them must be the default route, with neither senders nor recipient_domains."`
 	Sendmail    Sendmail    `toml:"sendmail" doc:"The sendmail command: what local users may submit through the maildrop."`
 	Credentials Credentials `toml:"credentials" doc:"Where the relay credentials are, and this server's key."`
 	Queue       Queue       `toml:"queue" doc:"The spool's retries, and how long a message may wait."`
+	Rotation    Rotation    `toml:"rotation" example:"commented" doc:"What sealrelay creds rotate needs: the agents to wait for, the hooks that set and retire a secret at the relay, and how new passwords are made. The agent itself reads none of it."`
 }
 
 // Listen is the [listen] table: the inbound SMTP listener.
@@ -102,24 +103,26 @@ type Credentials struct {
 
 // Vault is the [credentials.vault] table.
 type Vault struct {
-	Address         string   `toml:"address" doc:"Vault's address, as https://host:port. Without address and addresses, VAULT_ADDR is used."`
-	Addresses       []string `toml:"addresses" doc:"More nodes of the cluster, tried in order after address."`
-	Mount           string   `toml:"mount" doc:"The KV v2 mount."`
-	Path            string   `toml:"path" doc:"The folder under the mount that holds the entries."`
-	Auth            string   `toml:"auth" doc:"How to log in: token, approle or kubernetes."`
-	TokenFile       string   `toml:"token_file" doc:"With auth = \"token\": the token's file (0600); empty: VAULT_TOKEN."`
-	RoleIDFile      string   `toml:"role_id_file" doc:"With auth = \"approle\": the role ID's file (0600)."`
-	SecretIDFile    string   `toml:"secret_id_file" doc:"With auth = \"approle\": the secret ID's file (0600)."`
-	SecretIDWrapped bool     `toml:"secret_id_wrapped" doc:"secret_id_file holds a response-wrapping token. It is unwrapped at the first login, and the secret ID kept in memory only."`
-	AppRoleMount    string   `toml:"approle_mount" doc:"Where the AppRole auth method is mounted."`
-	KubernetesRole  string   `toml:"kubernetes_role" doc:"With auth = \"kubernetes\": the Vault role to log in as."`
-	JWTFile         string   `toml:"jwt_file" doc:"With auth = \"kubernetes\": the service account token."`
-	KubernetesMount string   `toml:"kubernetes_mount" doc:"Where the Kubernetes auth method is mounted."`
-	CAFile          string   `toml:"ca_file" doc:"PEM roots trusted for Vault, besides the system's."`
-	PollInterval    Duration `toml:"poll_interval" doc:"How often each entry's version is checked (at least 1s). A new version is fetched at once."`
-	Sealed          bool     `toml:"sealed" doc:"Passwords in Vault are age-sealed to the recipient list. Only the servers on the list can use them."`
-	Timeout         Duration `toml:"timeout" doc:"Bounds each request to Vault."`
-	InsecureHTTP    bool     `toml:"insecure_http" doc:"Allow http:// to a Vault off loopback. The token and the credentials then cross the network in clear; serve and check warn of it at every start."`
+	Address           string   `toml:"address" doc:"Vault's address, as https://host:port. Without address and addresses, VAULT_ADDR is used."`
+	Addresses         []string `toml:"addresses" doc:"More nodes of the cluster, tried in order after address."`
+	Mount             string   `toml:"mount" doc:"The KV v2 mount."`
+	Path              string   `toml:"path" doc:"The folder under the mount that holds the entries."`
+	Auth              string   `toml:"auth" doc:"How to log in: token, approle or kubernetes."`
+	TokenFile         string   `toml:"token_file" doc:"With auth = \"token\": the token's file (0600); empty: VAULT_TOKEN."`
+	RoleIDFile        string   `toml:"role_id_file" doc:"With auth = \"approle\": the role ID's file (0600)."`
+	SecretIDFile      string   `toml:"secret_id_file" doc:"With auth = \"approle\": the secret ID's file (0600)."`
+	SecretIDWrapped   bool     `toml:"secret_id_wrapped" doc:"secret_id_file holds a response-wrapping token. It is unwrapped at the first login, and the secret ID kept in memory only."`
+	AppRoleMount      string   `toml:"approle_mount" doc:"Where the AppRole auth method is mounted."`
+	KubernetesRole    string   `toml:"kubernetes_role" doc:"With auth = \"kubernetes\": the Vault role to log in as."`
+	JWTFile           string   `toml:"jwt_file" doc:"With auth = \"kubernetes\": the service account token."`
+	KubernetesMount   string   `toml:"kubernetes_mount" doc:"Where the Kubernetes auth method is mounted."`
+	CAFile            string   `toml:"ca_file" doc:"PEM roots trusted for Vault, besides the system's."`
+	PollInterval      Duration `toml:"poll_interval" doc:"How often each entry's version is checked (at least 1s). A new version is fetched at once."`
+	Sealed            bool     `toml:"sealed" doc:"Passwords in Vault are age-sealed to the recipient list. Only the servers on the list can use them."`
+	Timeout           Duration `toml:"timeout" doc:"Bounds each request to Vault."`
+	InsecureHTTP      bool     `toml:"insecure_http" doc:"Allow http:// to a Vault off loopback. The token and the credentials then cross the network in clear; serve and check warn of it at every start."`
+	AgentsPath        string   `toml:"agents_path" default:"path + \"-agents\"" example:"\"sealrelay-agents\"" doc:"The folder under the mount where each agent writes which credential generations it holds, at <mount>/data/<agents_path>/<hostname>, for creds rotate to wait on. The agent's Vault policy must allow create and update there."`
+	ReportGenerations bool     `toml:"report_generations" doc:"Write this agent's generation report under agents_path. Off: a rotation must reach the agent through rotation.fleet."`
 
 	addrFromEnv bool // Addresses is VAULT_ADDR
 }

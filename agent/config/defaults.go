@@ -44,14 +44,15 @@ func Default() *Config {
 			Identity: "/etc/sealrelay/identity.txt",
 			File:     "/etc/sealrelay/credentials.age",
 			Vault: Vault{
-				Mount:           "secret",
-				Path:            "sealrelay",
-				Auth:            "token",
-				AppRoleMount:    "approle",
-				JWTFile:         "/var/run/secrets/kubernetes.io/serviceaccount/token",
-				KubernetesMount: "kubernetes",
-				PollInterval:    dur(30 * time.Second),
-				Timeout:         dur(10 * time.Second),
+				Mount:             "secret",
+				Path:              "sealrelay",
+				Auth:              "token",
+				AppRoleMount:      "approle",
+				JWTFile:           "/var/run/secrets/kubernetes.io/serviceaccount/token",
+				KubernetesMount:   "kubernetes",
+				PollInterval:      dur(30 * time.Second),
+				Timeout:           dur(10 * time.Second),
+				ReportGenerations: true,
 			},
 		},
 		Queue: Queue{
@@ -62,6 +63,7 @@ func Default() *Config {
 			DrainTimeout: dur(spool.DefaultDrainTimeout),
 			MemoryBudget: spool.DefaultMemoryBudget,
 		},
+		Rotation: defaultRotation(),
 	}
 }
 
@@ -111,6 +113,7 @@ func (c *Config) resolve(dir string) {
 	for i := range c.Relays {
 		abs(&c.Relays[i].CAFile)
 	}
+	c.resolveRotation(dir)
 }
 
 // normalize fills in what depends on other keys or on the environment, and
@@ -138,6 +141,9 @@ func (c *Config) normalize() {
 		return
 	}
 	v := &c.Credentials.Vault
+	if v.AgentsPath == "" {
+		v.AgentsPath = v.Path + "-agents"
+	}
 	if v.Address != "" {
 		v.Addresses = append([]string{v.Address}, v.Addresses...)
 	}

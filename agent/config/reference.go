@@ -24,6 +24,10 @@ type Table struct {
 	Array bool   // an array of tables ([[relay]]): it may appear several times
 	Doc   string
 	Keys  []Key
+	// Commented says the example config shows the table commented out: its
+	// sample values (routes, a rotation fleet) would act if left in, and the
+	// feature is one an operator turns on (tag example:"commented").
+	Commented bool
 }
 
 // Header is the table's header line in a file: [listen], [[relay]]; ""
@@ -66,7 +70,7 @@ func Reference() []Table {
 	d.Routes = []Route{defaultRoute(0)}
 	d.Sendmail.Allow = []SenderRule{{}}
 	var out []Table
-	addTable(&out, "", false, About, reflect.ValueOf(d).Elem())
+	addTable(&out, "", false, false, About, reflect.ValueOf(d).Elem())
 	return out
 }
 
@@ -74,13 +78,13 @@ var durationType = reflect.TypeFor[Duration]()
 
 // addTable appends the table of struct v, named name, and then its
 // sub-tables.
-func addTable(out *[]Table, name string, array bool, doc string, v reflect.Value) {
-	*out = append(*out, Table{Name: name, Array: array, Doc: doc})
+func addTable(out *[]Table, name string, array, commented bool, doc string, v reflect.Value) {
+	*out = append(*out, Table{Name: name, Array: array, Doc: doc, Commented: commented})
 	i := len(*out) - 1
 	type sub struct {
-		name, doc string
-		array     bool
-		v         reflect.Value
+		name, doc        string
+		array, commented bool
+		v                reflect.Value
 	}
 	var subs []sub
 	for f, fv := range fields(v) {
@@ -96,17 +100,18 @@ func addTable(out *[]Table, name string, array bool, doc string, v reflect.Value
 		if doc == "" {
 			panic("config: no doc tag for " + path)
 		}
+		sc := commented || f.Tag.Get("example") == "commented"
 		switch {
 		case f.Type.Kind() == reflect.Struct && f.Type != durationType:
-			subs = append(subs, sub{path, doc, false, fv})
+			subs = append(subs, sub{path, doc, false, sc, fv})
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
-			subs = append(subs, sub{path, doc, true, fv.Index(0)})
+			subs = append(subs, sub{path, doc, true, sc, fv.Index(0)})
 		default:
 			(*out)[i].Keys = append((*out)[i].Keys, newKey(path, key, f, fv))
 		}
 	}
 	for _, s := range subs {
-		addTable(out, s.name, s.array, s.doc, s.v)
+		addTable(out, s.name, s.array, s.commented, s.doc, s.v)
 	}
 }
 

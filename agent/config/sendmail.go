@@ -11,7 +11,7 @@ import (
 // Sendmail is the [sendmail] table: the sendmail command and the maildrop
 // (docs/maildrop.md).
 type Sendmail struct {
-	Allow []SenderRule `toml:"allow" doc:"Envelope senders some local users may give with sendmail -f. Without a rule, a user other than root and the agent's own user sends as login@hostname, whatever -f says."`
+	Allow []SenderRule `toml:"allow" example:"commented" doc:"Envelope senders some local users may give with sendmail -f. Without a rule, a user other than root and the agent's own user sends as login@hostname, whatever -f says."`
 }
 
 // SenderRule is one [[sendmail.allow]]: senders that some users may give.

@@ -25,6 +25,7 @@ func (c *Config) validate() error {
 		c.validateCredentials,
 		c.validateInsecure,
 		c.validateQueue,
+		c.validateRotation,
 	} {
 		if err := check(); err != nil {
 			return err

@@ -400,7 +400,7 @@ func (d *Deliverer) Close() error {
 }
 
 // janitor closes pooled connections idle longer than their relay's
-// IdleTimeout.
+// IdleTimeout, and those whose credential was replaced.
 func (d *Deliverer) janitor() {
 	defer d.wg.Done()
 	every := time.Duration(0)
@@ -420,6 +420,11 @@ func (d *Deliverer) janitor() {
 			for _, r := range d.relays {
 				for _, cn := range r.expired(time.Now()) {
 					d.st.idleClosed.Add(1)
+					cn.quit()
+					r.release()
+				}
+				for _, cn := range r.staleIdle() {
+					d.st.stale.Add(1)
 					cn.quit()
 					r.release()
 				}

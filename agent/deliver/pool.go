@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sealrelay/sealrelay/secrets"
 )
 
 // relay is one configured relay and its pool of connections.
@@ -21,9 +23,10 @@ type relay struct {
 	lim     *limiter // the relay's message rate; nil: none
 
 	mu      sync.Mutex
-	idle    []*conn       // most recently used last
-	open    int           // connections counted against MaxConnections
-	changed chan struct{} // closed and replaced when idle or open changes
+	idle    []*conn            // most recently used last
+	busy    map[*conn]struct{} // handed out by get, not yet put back
+	open    int                // connections counted against MaxConnections
+	changed chan struct{}      // closed and replaced when idle or open changes
 	closed  bool
 }
 
@@ -48,6 +51,7 @@ func (r *relay) acquire(ctx context.Context, fresh bool) (*conn, error) {
 		if n > 0 && !fresh {
 			cn := r.idle[n-1]
 			r.idle = r.idle[:n-1]
+			r.busyLocked(cn)
 			r.mu.Unlock()
 			return cn, nil
 		}
@@ -82,23 +86,28 @@ func (r *relay) release() {
 	r.mu.Unlock()
 }
 
-// put returns a connection after use: to the pool if it is usable, else
-// it is closed. A connection still in a transaction (no reply to its data
-// ended it) is closed too: RSET would end the transaction, but go-smtp's
+// put returns a connection after use: to the pool if it is usable and
+// its credential is still current, else it is closed. A connection still
+// in a transaction (no reply to its data ended it) is closed too: RSET would end the transaction, but go-smtp's
 // client then says EHLO again before the next MAIL, which strict relays
 // (OpenSMTPD) refuse with a 503.
 func (r *relay) put(cn *conn) {
-	if !cn.broken && !cn.inTransaction {
-		r.mu.Lock()
-		if !r.closed {
-			cn.idleSince = time.Now()
-			r.idle = append(r.idle, cn)
-			r.signalLocked()
-			r.mu.Unlock()
-			return
-		}
-		r.mu.Unlock()
+	pool := !cn.broken && !cn.inTransaction
+	if pool && (r.staleCred(cn) || r.clientCertStale(cn)) {
+		// Its secret was rotated while it carried a message.
+		r.d.st.stale.Add(1)
+		pool = false
 	}
+	r.mu.Lock()
+	delete(r.busy, cn)
+	if pool && !r.closed {
+		cn.idleSince = time.Now()
+		r.idle = append(r.idle, cn)
+		r.signalLocked()
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
 	cn.quit()
 	r.release()
 }
@@ -108,18 +117,24 @@ func (r *relay) put(cn *conn) {
 func (r *relay) expired(now time.Time) []*conn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []*conn
+	return r.takeIdleLocked(func(cn *conn) bool { return now.Sub(cn.idleSince) >= r.cfg.IdleTimeout })
+}
+
+// takeIdleLocked removes and returns the idle connections out says to
+// take out, keeping the others in their order.
+func (r *relay) takeIdleLocked(out func(*conn) bool) []*conn {
+	var taken []*conn
 	kept := r.idle[:0]
 	for _, cn := range r.idle {
-		if now.Sub(cn.idleSince) >= r.cfg.IdleTimeout {
-			out = append(out, cn)
+		if out(cn) {
+			taken = append(taken, cn)
 		} else {
 			kept = append(kept, cn)
 		}
 	}
 	clear(r.idle[len(kept):])
 	r.idle = kept
-	return out
+	return taken
 }
 
 // shutdown marks the relay closed and returns its idle connections for
@@ -157,6 +172,9 @@ func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err
 					"relay", r.cfg.Name, "reason", est.fallback.Error())
 			}
 			r.d.st.opened.Add(1)
+			r.mu.Lock()
+			r.busyLocked(cn)
+			r.mu.Unlock()
 			return cn, false, nil
 		}
 		if r.reusable(cn) {
@@ -164,6 +182,9 @@ func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err
 			r.d.st.reused.Add(1)
 			return cn, true, nil
 		}
+		r.mu.Lock()
+		delete(r.busy, cn)
+		r.mu.Unlock()
 		cn.quit()
 		r.release()
 	}
@@ -181,15 +202,25 @@ func (r *relay) reusable(cn *conn) bool {
 		r.d.st.idleClosed.Add(1)
 		return false
 	}
-	stale := false
-	if r.cfg.Auth != AuthDisabled && cn.credUse != credNone {
-		cur, err := r.d.creds.Get(r.cfg.authCredential())
-		stale = err == nil && (cn.credUse == credUnavailable || !cur.SameSecret(cn.cred))
-	}
-	if stale || r.clientCertStale(cn) {
+	if r.staleCred(cn) || r.clientCertStale(cn) {
 		r.d.st.stale.Add(1)
 		r.d.log.Debug("closing a pooled connection: its credential or client certificate was replaced", "relay", r.cfg.Name)
 		return false
 	}
 	return true
+}
+
+// staleCred reports whether cn authenticated (or tried to) with a
+// credential other than the one the source holds now: a rotated secret.
+func (r *relay) staleCred(cn *conn) bool {
+	if r.cfg.Auth == AuthDisabled || cn.credUse == credNone {
+		return false
+	}
+	cur, err := r.d.creds.Get(r.cfg.authCredential())
+	return staleAgainst(cn, cur, err)
+}
+
+// staleAgainst is staleCred with the current credential read already.
+func staleAgainst(cn *conn, cur secrets.Credential, err error) bool {
+	return cn.credUse != credNone && err == nil && (cn.credUse == credUnavailable || !cur.SameSecret(cn.cred))
 }

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/sealrelay/sealrelay/keys"
@@ -18,7 +17,7 @@ import (
 // cmdCreds manages the sealed credential file.
 func cmdCreds(e *env, args []string) error {
 	if len(args) == 0 {
-		return usagef("creds needs a subcommand: set, list, rm or reencrypt")
+		return usagef("creds needs a subcommand: set, list, rm, reencrypt or rotate")
 	}
 	switch args[0] {
 	case "set":
@@ -29,10 +28,12 @@ func cmdCreds(e *env, args []string) error {
 		return credsRm(e, args[1:])
 	case "reencrypt":
 		return credsReencrypt(e, args[1:])
+	case "rotate":
+		return credsRotate(e, args[1:])
 	case "-h", "-help", "--help", "help":
 		return flag.ErrHelp
 	default:
-		return usagef("unknown creds subcommand %q (want set, list, rm or reencrypt)", args[0])
+		return usagef("unknown creds subcommand %q (want set, list, rm, reencrypt or rotate)", args[0])
 	}
 }
 
@@ -80,7 +81,7 @@ func (c *credsFlags) require(names ...string) error {
 	return nil
 }
 
-// entryName checks the single positional argument of set and rm.
+// entryName checks the single positional argument of set, rm and rotate.
 func entryName(sub string, pos []string) (string, error) {
 	if len(pos) != 1 {
 		return "", usagef("creds %s needs exactly one entry NAME, got %d arguments", sub, len(pos))
@@ -142,22 +143,8 @@ func loadKeys(e *env, c *credsFlags) (*keys.RecipientList, *keys.Identity, error
 	return rl, id, nil
 }
 
-// describe names the recipients for a message: their comments, or their
-// keys where a line has none.
-func describe(rl *keys.RecipientList) string {
-	names := make([]string, len(rl.Entries))
-	for i, e := range rl.Entries {
-		names[i] = e.Name
-		if names[i] == "" {
-			names[i] = e.PublicKey
-		}
-	}
-	n := "recipients"
-	if len(names) == 1 {
-		n = "recipient"
-	}
-	return fmt.Sprintf("%d %s (%s)", len(names), n, strings.Join(names, ", "))
-}
+// describe names the recipients for a message.
+func describe(rl *keys.RecipientList) string { return rl.Describe() }
 
 func entries(n int) string {
 	if n == 1 {

@@ -7,7 +7,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/sealrelay/sealrelay/agent/config"
-	"github.com/sealrelay/sealrelay/keys"
 	"github.com/sealrelay/sealrelay/secrets/vault"
 )
 
@@ -50,20 +49,9 @@ func credsSetVault(e *env, c *credsFlags, req *setRequest) error {
 		return err
 	}
 	defer stop()
-	var rl *keys.RecipientList
-	if cfg.Credentials.Vault.Sealed {
-		path := *c.recipients
-		if path == "" {
-			path = cfg.Credentials.Recipients
-		}
-		if path == "" {
-			return usagef("%s: credentials.vault.sealed is on: give -R RECIPIENTS or set credentials.recipients", cfg.File)
-		}
-		if rl, err = keys.LoadRecipients(path); err != nil {
-			return err
-		}
-	} else if *c.recipients != "" {
-		return usagef("%s: credentials.vault.sealed is off: the secrets are stored unsealed, so -R makes no sense", cfg.File)
+	rl, err := vaultRecipients(cfg, c)
+	if err != nil {
+		return err
 	}
 	cred, err := req.build(e)
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
 
-// load submits messages to an agent one after another, 5 ms apart, until
-// stopped: the steady traffic of the rotation tests.
+// load submits messages to agents one after another until stopped: the
+// steady traffic of the rotation tests.
 type load struct {
 	mu       sync.Mutex
 	accepted map[string]time.Time // Message-ID -> when the agent took it
@@ -21,6 +21,12 @@ type load struct {
 
 // startLoad starts sending to addr, with Message-IDs <prefix.N@rig>.
 func startLoad(addr, prefix string) *load {
+	return startLoadOver([]string{addr}, prefix, 5*time.Millisecond)
+}
+
+// startLoadOver sends to each of addrs in turn, gap apart, with
+// Message-IDs <prefix.N@rig>.
+func startLoadOver(addrs []string, prefix string, gap time.Duration) *load {
 	l := &load{accepted: map[string]time.Time{}, stopc: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
@@ -31,7 +37,7 @@ func startLoad(addr, prefix string) *load {
 			default:
 			}
 			id := fmt.Sprintf("<%s.%d@rig>", prefix, i)
-			err := send(addr, "app@client.test", "user@example.net", id)
+			err := send(addrs[i%len(addrs)], "app@client.test", "user@example.net", id)
 			l.mu.Lock()
 			if err == nil {
 				l.accepted[id] = time.Now()
@@ -39,7 +45,7 @@ func startLoad(addr, prefix string) *load {
 				l.refused++
 			}
 			l.mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(gap)
 		}
 	}()
 	return l

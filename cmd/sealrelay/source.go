@@ -75,6 +75,8 @@ func openVault(cfg *config.Config, log *slog.Logger) (*vault.Source, error) {
 		Sealed:          v.Sealed,
 		Identity:        id,
 		Timeout:         v.Timeout.Duration,
+		AgentsPath:      v.AgentsPath,
+		Report:          v.ReportGenerations,
 		Logger:          log.With("component", "vault"),
 	})
 	if err != nil {

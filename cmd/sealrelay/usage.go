@@ -64,6 +64,9 @@ list, a line with a # comment naming the server above it.`,
 				{"creds list --vault -c CONFIG", "the same for Vault, with versions"},
 				{"creds rm NAME -f FILE -R RECIPIENTS -i IDENTITY", "remove entry NAME from the sealed file"},
 				{"creds reencrypt -f FILE -R RECIPIENTS -i IDENTITY", "seal the file again, after adding or removing a server"},
+				{"creds rotate NAME -c CONFIG -f FILE -R RECIPIENTS -i IDENTITY [--resume | --abort]",
+					"rotate entry NAME: a new secret set at the relay, sealed, used by every agent, the old one retired"},
+				{"creds rotate NAME --vault -c CONFIG [-R RECIPIENTS] [--resume | --abort]", "the same for Vault"},
 			},
 			about: `Manages the relay credentials: a file sealed with age to every server on
 the recipient list, or entries in the Vault the agent's config names.
@@ -88,8 +91,20 @@ shows and which says nothing about the secret.
 
 Changing an existing file needs -i, to read the entries it keeps. A server
 whose key is not on the recipient list is warned that it cannot read the
-file once it is written.`,
-			flags: func(fs *flag.FlagSet) { defineCredsFlags(fs, "set"); credsSetFlags(fs) },
+file once it is written.
+
+rotate replaces an entry's secret with no operator in the loop, as the
+config's [rotation] table says: it makes a new one (a random password,
+or what rotation.make_hook prints), has rotation.set_hook make it valid at
+the relay beside the old one, reseals the entry, waits until every agent
+of rotation.fleet (or, with Vault, every agent reporting there) holds the
+new generation with no connection left on the old secret, then has
+rotation.retire_hook retire the old one. Hooks read the secret as JSON on
+standard input. Each step is logged; a rotation that stops (a hook
+failed, an agent did not switch in time) leaves a state file, with no
+secret in clear, and exits 1: --resume continues it, --abort rolls it
+back, and no other rotation of the entry starts meanwhile.`,
+			flags: func(fs *flag.FlagSet) { defineCredsFlags(fs, "set"); credsSetFlags(fs); defineRotateFlags(fs) },
 			run:   cmdCreds,
 		},
 		{

@@ -141,6 +141,9 @@ install -m 0644 "$root/dist/systemd/sealrelay.service" "$p/lib/systemd/system/se
 install -m 0644 "$root/dist/deb/sealrelay.toml" "$p/etc/sealrelay/sealrelay.toml"
 install -m 0644 "$root/dist/systemd/sealrelay-credential.service.d/credential.conf" \
   "$p/usr/share/doc/sealrelay/examples/credential.conf"
+install -d "$p/usr/share/doc/sealrelay/examples/rotate" "$p/usr/share/doc/sealrelay/examples/systemd"
+install -m 0755 "$root"/dist/examples/rotate/* "$p/usr/share/doc/sealrelay/examples/rotate/"
+install -m 0644 "$root"/dist/examples/systemd/* "$p/usr/share/doc/sealrelay/examples/systemd/"
 for page in "$root"/dist/man/*.[1-8]; do
   sec=${page##*.}
   install -d "$p/usr/share/man/man$sec"

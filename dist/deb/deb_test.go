@@ -369,6 +369,8 @@ func checkContents(t *testing.T, deb string) {
 		"-rw-r--r-- root/root .* ./usr/share/doc/sealrelay/copyright\n",
 		"-rw-r--r-- root/root .* ./usr/share/doc/sealrelay/changelog.gz\n",
 		"-rw-r--r-- root/root .* ./usr/share/doc/sealrelay/examples/credential.conf\n",
+		"-rwxr-xr-x root/root .* ./usr/share/doc/sealrelay/examples/rotate/dovecot-passwd-file\n",
+		"-rw-r--r-- root/root .* ./usr/share/doc/sealrelay/examples/systemd/sealrelay-rotate@.timer\n",
 	} {
 		if !regexp.MustCompile(want).MatchString(listing) {
 			t.Errorf("sealrelay's files lack %q:\n%s", want, listing)

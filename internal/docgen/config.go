@@ -17,18 +17,24 @@ const commentColumn = 36
 
 // ConfigExample writes a sealrelay.toml holding every key: its default, or
 // a sample value where it has none or it depends on the host. Each key has
-// the first sentence of its description as a comment.
+// the first sentence of its description as a comment. A table marked
+// Commented (an optional feature whose sample values would act) is
+// written commented out.
 func ConfigExample(tables []config.Table) []byte {
 	var b strings.Builder
 	for i, t := range tables {
+		off := ""
+		if t.Commented {
+			off = "# "
+		}
 		if t.Name != "" {
 			if i > 0 {
 				b.WriteString("\n")
 			}
-			comment(&b, t.Header(), firstSentence(t.Doc))
+			comment(&b, off+t.Header(), firstSentence(t.Doc))
 		}
 		for _, k := range t.Keys {
-			comment(&b, k.Name+" = "+k.Example, firstSentence(k.Doc))
+			comment(&b, off+k.Name+" = "+k.Example, firstSentence(k.Doc))
 		}
 	}
 	return []byte(b.String())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,33 +14,48 @@ import (
 
 // TestConfigExampleLoads: the generated example is a config sealrelay
 // accepts, and it holds the defaults except where it shows a sample value
-// (for a key with no default, or one that depends on the host).
+// (for a key with no default, or one that depends on the host). Tables
+// shown commented out take no effect as shipped, and their samples load
+// too once uncommented.
 func TestConfigExampleLoads(t *testing.T) {
 	ref := config.Reference()
-	got, err := config.Parse(ConfigExample(ref), "example.toml")
-	if err != nil {
-		t.Fatalf("the generated example does not load: %v", err)
-	}
-	// The same samples, and nothing else, on the defaults.
-	var samples strings.Builder
-	for _, tb := range ref {
-		if tb.Name != "" {
-			samples.WriteString(tb.Header() + "\n")
+	for _, uncomment := range []bool{false, true} {
+		example := string(ConfigExample(ref))
+		if uncomment {
+			example = commentedOut.ReplaceAllString(example, "$1")
 		}
-		for _, k := range tb.Keys {
-			if k.Computed || k.Example != k.Default {
-				samples.WriteString(k.Name + " = " + k.Example + "\n")
+		got, err := config.Parse([]byte(example), "example.toml")
+		if err != nil {
+			t.Fatalf("the generated example (uncommented %v) does not load: %v", uncomment, err)
+		}
+		// The same samples, and nothing else, on the defaults.
+		var samples strings.Builder
+		for _, tb := range ref {
+			if tb.Commented && !uncomment {
+				continue
+			}
+			if tb.Name != "" {
+				samples.WriteString(tb.Header() + "\n")
+			}
+			for _, k := range tb.Keys {
+				if k.Computed || k.Example != k.Default {
+					samples.WriteString(k.Name + " = " + k.Example + "\n")
+				}
 			}
 		}
-	}
-	want, err := config.Parse([]byte(samples.String()), "example.toml")
-	if err != nil {
-		t.Fatalf("the samples alone do not load: %v\n%s", err, samples.String())
-	}
-	if g, w := fmt.Sprintf("%+v", *got), fmt.Sprintf("%+v", *want); stripRaw(g) != stripRaw(w) {
-		t.Errorf("the example loads as\n%s\nwant the defaults with its samples\n%s", g, w)
+		want, err := config.Parse([]byte(samples.String()), "example.toml")
+		if err != nil {
+			t.Fatalf("the samples alone do not load: %v\n%s", err, samples.String())
+		}
+		if g, w := fmt.Sprintf("%+v", *got), fmt.Sprintf("%+v", *want); stripRaw(g) != stripRaw(w) {
+			t.Errorf("the example (uncommented %v) loads as\n%s\nwant the defaults with its samples\n%s", uncomment, g, w)
+		}
 	}
 }
+
+// commentedOut matches the "# " of a line of a table the example shows
+// commented out: a header or a key, not a comment of its own.
+var commentedOut = regexp.MustCompile(`(?m)^# (\[|[a-z_]+ = )`)
 
 // stripRaw drops the file's content from a Config printed with %+v.
 func stripRaw(s string) string {

@@ -61,6 +61,11 @@ type Config struct {
 	Identity *keys.Identity
 	// Timeout bounds each request to Vault [timeout].
 	Timeout time.Duration
+	// AgentsPath is the folder under the mount where agents report the
+	// generations they hold [agents_path]; Report says this agent writes
+	// its own report there [report_generations]. Empty: no reports.
+	AgentsPath string
+	Report     bool
 	// Logger receives login and renewal state changes. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -70,6 +75,7 @@ type Config struct {
 func New(cfg Config) (*Source, error) {
 	cfg.Mount = strings.Trim(cfg.Mount, "/")
 	cfg.Path = strings.Trim(cfg.Path, "/")
+	cfg.AgentsPath = strings.Trim(cfg.AgentsPath, "/")
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -60,13 +60,14 @@ func (s *Source) fetch(ctx context.Context, name string) (secrets.Credential, er
 	if err != nil {
 		return secrets.Credential{}, err
 	}
+	return s.fetchAt(ctx, p, name, 0)
+}
+
+// fetchAt reads entry name from the KV path p under the mount: its
+// current version, or the given one.
+func (s *Source) fetchAt(ctx context.Context, p, name string, version int) (secrets.Credential, error) {
 	dataPath := s.cfg.Mount + "/data/" + p
-	var kv *api.KVSecret
-	err = s.call(ctx, dataPath, func(c *api.Client) error {
-		var err error
-		kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
-		return err
-	})
+	kv, err := s.get(ctx, p, version)
 	if err != nil {
 		return secrets.Credential{}, err
 	}
@@ -86,6 +87,22 @@ func (s *Source) fetch(ctx context.Context, name string) (secrets.Credential, er
 		c.Version = strconv.Itoa(kv.VersionMetadata.Version)
 	}
 	return c, nil
+}
+
+// get reads the KV path p under the mount: its current version, or the
+// given one.
+func (s *Source) get(ctx context.Context, p string, version int) (*api.KVSecret, error) {
+	var kv *api.KVSecret
+	err := s.call(ctx, s.cfg.Mount+"/data/"+p, func(c *api.Client) error {
+		var err error
+		if version > 0 {
+			kv, err = c.KVv2(s.cfg.Mount).GetVersion(ctx, p, version)
+		} else {
+			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
+		}
+		return err
+	})
+	return kv, err
 }
 
 // open returns a copy of an entry's data with every secret value opened
@@ -185,6 +202,11 @@ func (s *Source) PutCredential(ctx context.Context, c secrets.Credential, recipi
 	if err != nil {
 		return 0, err
 	}
+	return s.putAt(ctx, p, c, recipients)
+}
+
+// putAt writes c to the KV path p under the mount, as PutCredential says.
+func (s *Source) putAt(ctx context.Context, p string, c secrets.Credential, recipients *keys.RecipientList) (int, error) {
 	dataPath := s.cfg.Mount + "/data/" + p
 	switch {
 	case s.cfg.Sealed && recipients == nil:
@@ -210,8 +232,15 @@ func (s *Source) PutCredential(ctx context.Context, c secrets.Credential, recipi
 			data[f.Key] = f.Value
 		}
 	}
+	return s.putData(ctx, p, data)
+}
+
+// putData writes data as a new version of the KV path p under the mount
+// and returns the version.
+func (s *Source) putData(ctx context.Context, p string, data map[string]any) (int, error) {
+	dataPath := s.cfg.Mount + "/data/" + p
 	var kv *api.KVSecret
-	err = s.call(ctx, dataPath, func(cl *api.Client) error {
+	err := s.call(ctx, dataPath, func(cl *api.Client) error {
 		var err error
 		kv, err = cl.KVv2(s.cfg.Mount).Put(ctx, p, data)
 		return err
@@ -230,35 +259,13 @@ func (s *Source) PutCredential(ctx context.Context, c secrets.Credential, recipi
 // they are sealed. Secret values are read (KV has no other way to get the
 // rest) but never opened or returned.
 func (s *Source) List(ctx context.Context) ([]Entry, error) {
-	listPath := s.cfg.Mount + "/metadata/" + s.cfg.Path
-	var sec *api.Secret
-	err := s.call(ctx, listPath, func(c *api.Client) error {
-		var err error
-		sec, err = c.Logical().ListWithContext(ctx, listPath)
-		return err
-	})
+	names, err := s.list(ctx, s.cfg.Path)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	if sec != nil {
-		raw, _ := sec.Data["keys"].([]any)
-		for _, k := range raw {
-			if n, ok := k.(string); ok && !strings.HasSuffix(n, "/") {
-				names = append(names, n)
-			}
-		}
-	}
-	slices.Sort(names)
 	entries := make([]Entry, 0, len(names))
 	for _, name := range names {
-		p := s.cfg.Path + "/" + name
-		var kv *api.KVSecret
-		err := s.call(ctx, s.cfg.Mount+"/data/"+p, func(c *api.Client) error {
-			var err error
-			kv, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
-			return err
-		})
+		kv, err := s.get(ctx, s.cfg.Path+"/"+name, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -93,6 +93,18 @@ func checkEntry(user, password string) error {
 	return nil
 }
 
+// PasswdFiles returns the passwd-files, one per slot in passdb order, as
+// an operator's rotation hook edits them. Once a hook has changed them,
+// Passwords and the helpers that change passwords no longer know what
+// they hold: use one or the other in a test.
+func (s *Server) PasswdFiles() []string {
+	out := make([]string, s.slots)
+	for i := range out {
+		out[i] = s.passwdFile(i)
+	}
+	return out
+}
+
 // passwdFile is the file of slot i.
 func (s *Server) passwdFile(i int) string {
 	return filepath.Join(s.dir, "passwd."+strconv.Itoa(i))
