@@ -6,13 +6,15 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/sealrelay/sealrelay/agent/deliver"
 )
 
 // maxConfigFile caps the size of a config file.
 const maxConfigFile = 1 << 20
 
 // mechanisms are the SASL mechanisms a relay may name.
-var mechanisms = []string{"PLAIN", "LOGIN"}
+var mechanisms = deliver.SupportedMechanisms
 
 // Config is the agent's configuration (sealrelay.toml). It holds no secret:
 // only the names of files and Vault paths where secrets are.
@@ -79,7 +81,7 @@ type Relay struct {
 	CAFile             string   `toml:"ca_file" doc:"PEM roots trusted for the relay, besides the system's."`
 	ServerName         string   `toml:"server_name" doc:"The name the relay's certificate must hold, if not address's host."`
 	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth" doc:"Allow AUTH without TLS (with tls = \"none\"), to loopback only. Loopback is 127.0.0.0/8, ::1 and localhost."`
-	Mechanisms         []string `toml:"mechanisms" doc:"The SASL mechanisms, in order of preference: PLAIN, LOGIN."`
+	Mechanisms         []string `toml:"mechanisms" doc:"The SASL mechanisms, in order of preference: PLAIN, LOGIN for a password; XOAUTH2, OAUTHBEARER for an oauth2 credential, whose relay must name one of them."`
 	MaxConnections     int      `toml:"max_connections" doc:"The most connections open to this relay; they are reused."`
 	IdleTimeout        Duration `toml:"idle_timeout" doc:"A pooled connection unused this long is closed."`
 	ConnectTimeout     Duration `toml:"connect_timeout" doc:"Bounds the TCP connect."`
@@ -95,7 +97,7 @@ type Credentials struct {
 	Source     string `toml:"source" doc:"age (a sealed credential file) or vault."`
 	Identity   string `toml:"identity" doc:"This server's age identity, which unseals the credentials: an identity file, or \"credential:NAME\" for the systemd credential NAME, read from $CREDENTIALS_DIRECTORY (LoadCredential= or LoadCredentialEncrypted=). A key held by an age plugin (an AGE-PLUGIN-... line) is used through age-plugin-NAME on $PATH. Used with source = \"age\", and with sealed Vault values."`
 	File       string `toml:"file" doc:"The sealed credential file, with source = \"age\"."`
-	Recipients string `toml:"recipients" doc:"The recipient list, for creds set --vault with sealed values."`
+	Recipients string `toml:"recipients" doc:"The recipient list, for creds set --vault with sealed values, and for the agent to seal a refresh token the identity provider rotated before it writes it back to Vault."`
 	Vault      Vault  `toml:"vault" doc:"With source = \"vault\": the Vault holding the credentials. Entry NAME is read from <mount>/data/<path>/NAME, with the keys username and password."`
 }
 

@@ -140,7 +140,7 @@ func (c *Config) validateRelays() error {
 		}
 		for j, m := range r.Mechanisms {
 			if !slices.Contains(mechanisms, m) {
-				return c.bad(fmt.Sprintf("relay[%d].mechanisms[%d]", i, j), "unsupported SASL mechanism %q (PLAIN and LOGIN are supported)", m)
+				return c.bad(fmt.Sprintf("relay[%d].mechanisms[%d]", i, j), "unsupported SASL mechanism %q (supported: %s)", m, strings.Join(mechanisms, ", "))
 			}
 		}
 		if len(r.Mechanisms) == 0 {

@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-sasl"
+	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/sealrelay/sealrelay/agent/deliver/sasl"
 	"github.com/sealrelay/sealrelay/secrets"
 )
 
@@ -353,8 +354,11 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 		cn.credUse = credUnavailable
 		return &ConnError{StageAuth, fmt.Errorf("not attempted: %w", err)}
 	}
+	if cred.Kind() == secrets.KindOAuth2 {
+		return r.authenticateBearer(ctx, cnp, cred)
+	}
 	for retried := false; ; retried = true {
-		mech, err := r.canAuth(cn)
+		mech, err := r.canAuth(cn, sasl.KindPassword)
 		if err != nil {
 			return err
 		}
@@ -392,8 +396,8 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 }
 
 // canAuth checks that AUTH may and can be sent on cn, and picks the
-// mechanism.
-func (r *relay) canAuth(cn *conn) (string, error) {
+// mechanism for a credential of kind (sasl.Choose).
+func (r *relay) canAuth(cn *conn, kind sasl.Kind) (string, error) {
 	if cn.tlsState == nil && !r.cfg.AllowPlaintextAuth {
 		return "", &ConnError{StageAuth, errors.New("not sent: the connection has no TLS and allow_plaintext_auth is off")}
 	}
@@ -401,23 +405,24 @@ func (r *relay) canAuth(cn *conn) (string, error) {
 	if !ok {
 		return "", &ConnError{StageAuth, errors.New("not offered by the relay")}
 	}
-	for _, m := range r.cfg.Mechanisms {
-		if cn.c.SupportsAuth(m) {
-			return m, nil
-		}
+	mech, err := sasl.Choose(kind, r.cfg.Mechanisms, strings.Fields(offered))
+	if err != nil {
+		return "", &ConnError{StageAuth, err}
 	}
-	return "", &ConnError{StageAuth, fmt.Errorf("no mechanism in common: the relay offers %q, configured %s", offered, strings.Join(r.cfg.Mechanisms, ", "))}
+	return mech, nil
 }
 
 // auth runs one AUTH exchange with cred.
 func (cn *conn) auth(ctx context.Context, mech string, cred secrets.Credential) error {
-	var client sasl.Client
-	switch mech {
-	case sasl.Plain:
-		client = sasl.NewPlainClient("", cred.Username, cred.Password())
-	case sasl.Login:
-		client = sasl.NewLoginClient(cred.Username, cred.Password())
+	client, err := sasl.NewPasswordClient(mech, cred.Username, cred.Password())
+	if err != nil {
+		return err
 	}
+	return cn.exchange(ctx, mech, cred, client)
+}
+
+// exchange runs AUTH with client, which speaks mech with cred's secret.
+func (cn *conn) exchange(ctx context.Context, mech string, cred secrets.Credential, client gosasl.Client) error {
 	cn.mech, cn.cred, cn.credUse = mech, cred, credUsed
 	done := cn.watch(ctx)
 	err := cn.c.Auth(client)

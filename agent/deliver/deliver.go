@@ -82,6 +82,10 @@ const (
 // DefaultMechanisms is the SASL preference order when a Relay sets none.
 var DefaultMechanisms = []string{sasl.Plain, sasl.Login}
 
+// SupportedMechanisms are the SASL mechanisms a Relay may name: PLAIN and
+// LOGIN for a password, XOAUTH2 and OAUTHBEARER for an oauth2 credential.
+var SupportedMechanisms = []string{sasl.Plain, sasl.Login, "XOAUTH2", sasl.OAuthBearer}
+
 // Relay is one relay host, as the agent's config describes it.
 type Relay struct {
 	// Name identifies the relay in logs and results; default Address.
@@ -138,6 +142,9 @@ type Options struct {
 	Routes []Route
 	// Credentials is required when a relay names a Credential.
 	Credentials Credentials
+	// Tokens gets the access tokens of oauth2 credentials; default: a
+	// cache of the Deliverer's own, closed by Close.
+	Tokens Tokens
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -180,6 +187,7 @@ type Deliverer struct {
 	relays   []*relay
 	routes   []*route
 	st       counters
+	tok      tokenUse
 
 	closed    atomic.Bool
 	stop      chan struct{}
@@ -199,6 +207,7 @@ func New(opt Options) (*Deliverer, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	d.tok.init(opt.Tokens, d.log)
 	if d.hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -267,8 +276,8 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 	mechs := make([]string, len(rc.Mechanisms))
 	for i, m := range rc.Mechanisms {
 		mechs[i] = strings.ToUpper(m)
-		if !slices.Contains(DefaultMechanisms, mechs[i]) {
-			return nil, fmt.Errorf("SASL mechanism %q is not supported (supported: %s)", m, strings.Join(DefaultMechanisms, ", "))
+		if !slices.Contains(SupportedMechanisms, mechs[i]) {
+			return nil, fmt.Errorf("SASL mechanism %q is not supported (supported: %s)", m, strings.Join(SupportedMechanisms, ", "))
 		}
 	}
 	rc.Mechanisms = mechs
@@ -393,6 +402,7 @@ func (d *Deliverer) Close() error {
 			}
 		}
 		wg.Wait()
+		d.tok.close()
 	})
 	return nil
 }
