@@ -15,7 +15,6 @@ import (
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/dovecot"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
-	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 	"github.com/sealrelay/sealrelay/secrets"
 	"github.com/sealrelay/sealrelay/secrets/oauth"
 )
@@ -29,14 +28,8 @@ type oauthRig struct {
 
 func startOAuthRig(t *testing.T, ttl time.Duration) oauthRig {
 	t.Helper()
-	for _, err := range []error{dovecot.Available(), postfixtest.Available()} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	h := hydra.Start(t, hydra.Options{AccessTokenTTL: ttl})
-	r := dovecot.StartRelay(t, dovecot.Config{OAuth2: &dovecot.OAuth2{IntrospectionURL: h.IntrospectURL, Scope: "smtp"}}, postfixtest.Config{})
-	return oauthRig{h: h, r: r}
+	return oauthRig{h: h, r: dovecot.StartOAuth2Relay(t, h.IntrospectURL)}
 }
 
 // relay is the rig's Postfix as a Relay with the given mechanisms. Its

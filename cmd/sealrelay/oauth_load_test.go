@@ -20,11 +20,9 @@ import (
 func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run time.Duration, events map[time.Duration]func()) (map[string]time.Time, int) {
 	t.Helper()
 	var (
-		mu       sync.Mutex
-		accepted = map[string]time.Time{}
-		refused  int
-		wg       sync.WaitGroup
-		stop     = make(chan struct{})
+		sent = newTally()
+		wg   sync.WaitGroup
+		stop = make(chan struct{})
 	)
 	for s := range senders {
 		wg.Add(1)
@@ -37,15 +35,7 @@ func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run t
 					return
 				case <-time.After(100*time.Millisecond + time.Duration(rnd.Int64N(int64(maxGap-100*time.Millisecond)))):
 				}
-				id := fmt.Sprintf("<%s.%d.%d@rig>", name, s, i)
-				err := send(a.Addr().String(), "app@client.test", "user@example.net", id)
-				mu.Lock()
-				if err == nil {
-					accepted[id] = time.Now()
-				} else {
-					refused++
-				}
-				mu.Unlock()
+				sent.send(a, fmt.Sprintf("<%s.%d.%d@rig>", name, s, i))
 			}
 		}()
 	}
@@ -66,7 +56,7 @@ func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run t
 	time.Sleep(time.Until(start.Add(run)))
 	close(stop)
 	wg.Wait()
-	return accepted, refused
+	return sent.result()
 }
 
 func deleteDuration(list []time.Duration, d time.Duration) []time.Duration {

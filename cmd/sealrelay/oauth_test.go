@@ -18,7 +18,6 @@ import (
 	"github.com/sealrelay/sealrelay/internal/rig"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/dovecot"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/hydra"
-	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 	"github.com/sealrelay/sealrelay/internal/testing/upstream"
 )
@@ -27,14 +26,8 @@ import (
 // Postfix with Dovecot accepting its tokens with the scope smtp.
 func startOAuthPeers(t *testing.T, ttl time.Duration) (*hydra.Server, *dovecot.Relay) {
 	t.Helper()
-	for _, err := range []error{dovecot.Available(), postfixtest.Available()} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	h := hydra.Start(t, hydra.Options{AccessTokenTTL: ttl})
-	r := dovecot.StartRelay(t, dovecot.Config{OAuth2: &dovecot.OAuth2{IntrospectionURL: h.IntrospectURL, Scope: "smtp"}}, postfixtest.Config{})
-	return h, r
+	return h, dovecot.StartOAuth2Relay(t, h.IntrospectURL)
 }
 
 // oauthRig is sealrelay set up on disk to relay through the Postfix of r
@@ -51,9 +44,9 @@ type oauthRig struct {
 
 // oauthOpts shape an oauthRig's config.
 type oauthOpts struct {
-	Source     string          // age (default) or vault
+	Source     string            // age (default) or vault
 	Vault      *vaulttest.Server // with Source vault
-	Mechanisms string          // the TOML list; default ["XOAUTH2"]
+	Mechanisms string            // the TOML list; default ["XOAUTH2"]
 	// IdleTimeout of pooled connections; default 2s. A short one makes
 	// messages open new connections, each authenticating.
 	IdleTimeout string
@@ -158,18 +151,8 @@ func waitMessage(t *testing.T, up *upstream.Server, id string) {
 func waitLogin(t *testing.T, r *dovecot.Relay, n int, mech, user string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, fmt.Sprintf("Postfix to log %d sessions with sasl_method=%s as %s", n, mech, user), func() bool {
-		return countLogins(r, mech, user) >= n
+		return r.Logins(mech, user) >= n
 	})
-}
-
-func countLogins(r *dovecot.Relay, mech, user string) int {
-	n := 0
-	for _, l := range r.Postfix.SASLLogins() {
-		if l.Method == mech && l.Username == strings.ToLower(user) {
-			n++
-		}
-	}
-	return n
 }
 
 // TestOAuth2EndToEnd: for each source (age file, Vault with sealed
@@ -190,7 +173,7 @@ func TestOAuth2EndToEnd(t *testing.T) {
 				g.seal(t, c, "smtp")
 				for i, mech := range []string{"XOAUTH2", "OAUTHBEARER"} {
 					g.setMechanisms(t, `["`+mech+`"]`)
-					before, logins := h.TokenRequests(), countLogins(r, mech, c.ID)
+					before, logins := h.TokenRequests(), r.Logins(mech, c.ID)
 					a := startAgent(t, g.cfg)
 					id := fmt.Sprintf("<e2e.%s.%s.%d@rig>", source, c.AuthMethod, i)
 					if err := send(a.Addr().String(), "app@client.test", "user@example.net", id); err != nil {

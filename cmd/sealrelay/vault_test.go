@@ -112,11 +112,9 @@ func TestVaultCredsCLI(t *testing.T) {
 func rotation(t *testing.T, a *runningAgent, up *upstream.Server, setStored func(pass string)) {
 	t.Helper()
 	var (
-		mu       sync.Mutex
-		accepted = map[string]time.Time{}
-		refused  int
-		stop     = make(chan struct{})
-		done     = make(chan struct{})
+		sent = newTally()
+		stop = make(chan struct{})
+		done = make(chan struct{})
 	)
 	go func() {
 		defer close(done)
@@ -126,15 +124,7 @@ func rotation(t *testing.T, a *runningAgent, up *upstream.Server, setStored func
 				return
 			default:
 			}
-			id := fmt.Sprintf("<rot.%d@rig>", i)
-			err := send(a.Addr().String(), "app@client.test", "user@example.net", id)
-			mu.Lock()
-			if err == nil {
-				accepted[id] = time.Now()
-			} else {
-				refused++
-			}
-			mu.Unlock()
+			sent.send(a, fmt.Sprintf("<rot.%d@rig>", i))
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
@@ -153,8 +143,7 @@ func rotation(t *testing.T, a *runningAgent, up *upstream.Server, setStored func
 	close(stop)
 	<-done
 
-	mu.Lock()
-	defer mu.Unlock()
+	accepted, refused := sent.result()
 	waitRelayed(t, up, accepted)
 	delivered := map[string]time.Time{}
 	bounced := int(a.Queue().Stats().Bounced)
