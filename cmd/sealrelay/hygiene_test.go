@@ -73,21 +73,7 @@ func secretHygiene(t *testing.T, source, format string, vs *vaulttest.Server, va
 	}
 
 	p := startProcess(t, cfg, "TMPDIR="+tmp)
-	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", p.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !regexp.MustCompile(`Max core file size\s+0\s+0`).Match(limits) {
-		t.Errorf("the agent can dump core:\n%s", limits)
-	}
-	procFiles := map[string][]byte{}
-	for _, f := range []string{"cmdline", "environ"} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p.cmd.Process.Pid, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		procFiles["/proc/PID/"+f] = b
-	}
+	procFiles := procSnapshot(t, p)
 
 	// Normal delivery, then a 535 (the relay's password changes first),
 	// then the store catches up.
@@ -135,24 +121,61 @@ func secretHygiene(t *testing.T, source, format string, vs *vaulttest.Server, va
 	forbidden["any age secret key"] = "AGE-SECRET-KEY-"
 	forbidden["vault token"] = vaultToken
 
-	look := func(where string, data []byte) {
+	look := forbid(t, forbidden)
+	// Positive control: what is looked at does hold what it should.
+	if !bytes.Contains(printed.Bytes(), []byte(rigUser)) {
+		t.Error("the log read is not what the agent had: the search would be blind")
+	}
+	look("the agent's log and the commands' output", printed.Bytes())
+	lookEverywhere(t, dir, procFiles, look)
+}
+
+// procSnapshot checks that the agent process p cannot dump core, and
+// returns its /proc cmdline and environ.
+func procSnapshot(t *testing.T, p *agentProcess) map[string][]byte {
+	t.Helper()
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`Max core file size\s+0\s+0`).Match(limits) {
+		t.Errorf("the agent can dump core:\n%s", limits)
+	}
+	procFiles := map[string][]byte{}
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p.cmd.Process.Pid, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		procFiles["/proc/PID/"+f] = b
+	}
+	if !bytes.Contains(procFiles["/proc/PID/cmdline"], []byte("serve")) || !bytes.Contains(procFiles["/proc/PID/environ"], []byte("TMPDIR=")) {
+		t.Error("the cmdline or environ read is not the agent's: the search would be blind")
+	}
+	return procFiles
+}
+
+// forbid returns a check that fails the test when data holds any of
+// forbidden (what it is -> the secret form).
+func forbid(t *testing.T, forbidden map[string]string) func(where string, data []byte) {
+	return func(where string, data []byte) {
+		t.Helper()
 		for what, s := range forbidden {
-			if bytes.Contains(data, []byte(s)) {
+			if s != "" && bytes.Contains(data, []byte(s)) {
 				t.Errorf("%s contains the %s", where, what)
 			}
 		}
 	}
-	// Positive controls: what is looked at does hold what it should.
-	if !bytes.Contains(printed.Bytes(), []byte(rigUser)) || !bytes.Contains(procFiles["/proc/PID/cmdline"], []byte("serve")) ||
-		!bytes.Contains(procFiles["/proc/PID/environ"], []byte("TMPDIR=")) {
-		t.Error("the log, cmdline or environ read is not what the agent had: the search would be blind")
-	}
-	look("the agent's log and the commands' output", printed.Bytes())
+}
+
+// lookEverywhere runs look on the process's /proc files and on every file
+// the run left under dir, except those that hold a secret by design: the
+// identity, the Vault token file and the sealed credential file.
+func lookEverywhere(t *testing.T, dir string, procFiles map[string][]byte, look func(string, []byte)) {
+	t.Helper()
 	for where, b := range procFiles {
 		look(where, b)
 	}
-	// Every file the run left, except the ones that hold a secret by design:
-	// the identity, the Vault token file, and the sealed credential file.
 	sealed := map[string]bool{"identity.txt": true, "vault-token": true, "credentials.age": true}
 	files := testlib.ReadTree(t, dir, func(path string) bool { return sealed[filepath.Base(path)] }, look)
 	if files < 3 {

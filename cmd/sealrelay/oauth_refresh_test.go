@@ -9,12 +9,12 @@ import (
 	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 )
 
-// sealDelegated writes entry "upstream" of the delegated form for d: its
+// sealDelegated writes entry name of the delegated form for d: its
 // refresh token from a 0600 file, its client secret from stdin.
-func (g *oauthRig) sealDelegated(t *testing.T, d *hydra.Delegated) {
+func (g *oauthRig) sealDelegated(t *testing.T, name string, d *hydra.Delegated) {
 	t.Helper()
-	rt := g.input(t, "refresh-token.txt", d.RefreshToken+"\n")
-	g.credsSet(t, d.Secret+"\n", "--username", d.Subject, "--client-id", d.ID, "--token-url", g.h.TokenURL,
+	rt := g.input(t, name+"-refresh-token.txt", d.RefreshToken+"\n")
+	g.credsSet(t, name, d.Secret+"\n", "--username", d.Subject, "--client-id", d.ID, "--token-url", g.h.TokenURL,
 		"--scope", "smtp", "--refresh-token-file", rt, "--secret-stdin")
 }
 
@@ -29,7 +29,7 @@ func TestOAuth2RotatedRefreshTokenVault(t *testing.T) {
 	vs := vaulttest.Start(t)
 	d := h.DelegatedClient(t, "relay@example.test", "smtp")
 	g := newOAuthRig(t, h, r, oauthOpts{Source: "vault", Vault: vs, IdleTimeout: "300ms"})
-	g.sealDelegated(t, d)
+	g.sealDelegated(t, "upstream", d)
 	path := "oauth-" + t.Name() + "/upstream"
 	version := func() int {
 		kv, err := vs.Client.KVv2(vaulttest.KVMount).Get(t.Context(), path)
@@ -80,7 +80,7 @@ func TestOAuth2RotatedRefreshTokenAgeFile(t *testing.T) {
 	h, r := startOAuthPeers(t, 4*time.Second)
 	d := h.DelegatedClient(t, "relay@example.test", "smtp")
 	g := newOAuthRig(t, h, r, oauthOpts{IdleTimeout: "300ms"})
-	g.sealDelegated(t, d)
+	g.sealDelegated(t, "upstream", d)
 	sealed := readTestFile(t, g.dir+"/credentials.age")
 
 	a := startAgent(t, g.cfg)

@@ -94,22 +94,28 @@ func newOAuthRig(t *testing.T, h *hydra.Server, r *dovecot.Relay, o oauthOpts) *
 // stdin, or its private key (private_key_jwt) from a 0600 file.
 func (g *oauthRig) seal(t *testing.T, c *hydra.Client, scope string) string {
 	t.Helper()
+	return g.sealAs(t, "upstream", c, scope)
+}
+
+// sealAs is seal for the entry name.
+func (g *oauthRig) sealAs(t *testing.T, name string, c *hydra.Client, scope string) string {
+	t.Helper()
 	args := []string{"--username", c.ID, "--client-id", c.ID, "--token-url", g.h.TokenURL, "--scope", scope}
 	stdin := ""
 	if c.Key != nil {
-		key := g.input(t, "client-key.pem", c.KeyPEM())
+		key := g.input(t, name+"-key.pem", c.KeyPEM())
 		args = append(args, "--private-key-file", key, "--key-id", c.KeyID)
 	} else {
 		args, stdin = append(args, "--secret-stdin"), c.Secret+"\n"
 	}
-	return g.credsSet(t, stdin, args...)
+	return g.credsSet(t, name, stdin, args...)
 }
 
-// credsSet runs `creds set upstream --oauth2 ARGS` against the rig's
-// source and returns what it printed.
-func (g *oauthRig) credsSet(t *testing.T, stdin string, args ...string) string {
+// credsSet runs `creds set NAME --oauth2 ARGS` against the rig's source
+// and returns what it printed.
+func (g *oauthRig) credsSet(t *testing.T, name, stdin string, args ...string) string {
 	t.Helper()
-	base := []string{"creds", "set", "upstream", "--oauth2"}
+	base := []string{"creds", "set", name, "--oauth2"}
 	if g.vault {
 		base = append(base, "--vault", "-c", g.cfg)
 	} else {

@@ -2,6 +2,7 @@ package hydra
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,6 +82,15 @@ func (p *proxy) record(resp *http.Response) error {
 		return err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(b))
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		if b, err = io.ReadAll(io.LimitReader(zr, 1<<20)); err != nil {
+			return err
+		}
+	}
 	var tok struct {
 		Access  string `json:"access_token"`
 		Refresh string `json:"refresh_token"`
