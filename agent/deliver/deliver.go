@@ -5,8 +5,10 @@
 // domain, a message split per route) and relay failover, outbound rate
 // limits per relay and per route, the TLS policy (STARTTLS, implicit TLS
 // or none; certificates always verified), the AUTH policy of docs/auth.md
-// (required, enabled, disabled) with its SASL mechanisms, and a per-relay
-// pool of authenticated connections reused across messages.
+// (required, enabled, disabled) with its SASL mechanisms (XOAUTH2 and
+// OAUTHBEARER for oauth2 credentials, with access tokens from a Tokens
+// cache), and a per-relay pool of authenticated connections reused across
+// messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -18,9 +20,12 @@
 //     result with the time to come back;
 //   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
 //     to another it fails for good with 5.6.7 (no downgrade);
-//   - no error, log line or result holds a password or a SASL payload: the
-//     text of a relay's reply to AUTH, which may quote the payload, is
-//     replaced by a fixed description of its code.
+//   - no error, log line or result holds a password, an access token or a
+//     SASL payload: the text of a relay's reply to AUTH, which may quote
+//     the payload, is replaced by a fixed description of its code;
+//   - an access token that cannot be had (the token endpoint down or
+//     refusing) defers, and is logged once per run of failures, not per
+//     message.
 package deliver
 
 import (
