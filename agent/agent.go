@@ -302,6 +302,7 @@ func DeliverRelays(c *config.Config) ([]deliver.Relay, error) {
 			TLS:                deliver.TLSMode(r.TLS),
 			Auth:               deliver.AuthPolicy(r.Auth),
 			Credential:         r.Credential,
+			ClientCertificate:  r.ClientCertificate,
 			RootCAs:            pool,
 			ServerName:         r.ServerName,
 			AllowPlaintextAuth: r.AllowPlaintextAuth,

@@ -6,15 +6,13 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
-
-	"github.com/sealrelay/sealrelay/agent/deliver"
 )
 
 // maxConfigFile caps the size of a config file.
 const maxConfigFile = 1 << 20
 
 // mechanisms are the SASL mechanisms a relay may name.
-var mechanisms = deliver.SupportedMechanisms
+var mechanisms = []string{"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "EXTERNAL"}
 
 // Config is the agent's configuration (sealrelay.toml). It holds no secret:
 // only the names of files and Vault paths where secrets are.
@@ -76,12 +74,13 @@ type Relay struct {
 	Name               string   `toml:"name" default:"relay1, relay2 ... by position" example:"\"primary\"" doc:"The relay's name in logs and in check's report."`
 	Address            string   `toml:"address" default:"none, it must be set" example:"\"smtp.example.com:587\"" doc:"The relay's host:port."`
 	TLS                string   `toml:"tls" doc:"starttls (mandatory), implicit (TLS from the first byte) or none. With starttls, a relay that does not offer STARTTLS gets no mail."`
-	Auth               string   `toml:"auth" default:"required with a credential, else disabled" example:"\"required\"" doc:"required, enabled or disabled. Under required, sealrelay authenticates or defers the message (it never bounces it for that); under enabled, it authenticates if it can, else goes on without; under disabled, it never sends AUTH."`
+	Auth               string   `toml:"auth" default:"required with a credential (or with EXTERNAL and a client_certificate), else disabled" example:"\"required\"" doc:"required, enabled or disabled. Under required, sealrelay authenticates or defers the message (it never bounces it for that); under enabled, it authenticates if it can, else goes on without; under disabled, it never sends AUTH."`
 	Credential         string   `toml:"credential" example:"\"primary\"" doc:"The entry holding this relay's login, in the file or Vault. Empty: none."`
+	ClientCertificate  string   `toml:"client_certificate" doc:"An entry of kind certificate: the TLS client certificate and key shown to the relay when it asks for one, read from the store at each handshake (a rotated one is used from the next connection on). Empty: none. With EXTERNAL in mechanisms and no credential, AUTH EXTERNAL uses it."`
 	CAFile             string   `toml:"ca_file" doc:"PEM roots trusted for the relay, besides the system's."`
 	ServerName         string   `toml:"server_name" doc:"The name the relay's certificate must hold, if not address's host."`
 	AllowPlaintextAuth bool     `toml:"allow_plaintext_auth" doc:"Allow AUTH without TLS (with tls = \"none\"), to loopback only. Loopback is 127.0.0.0/8, ::1 and localhost."`
-	Mechanisms         []string `toml:"mechanisms" doc:"The SASL mechanisms, in order of preference: PLAIN, LOGIN for a password; XOAUTH2, OAUTHBEARER for an oauth2 credential, whose relay must name one of them."`
+	Mechanisms         []string `toml:"mechanisms" doc:"The SASL mechanisms sealrelay may use: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256 (a password or ses entry), XOAUTH2, OAUTHBEARER (an oauth2 entry), EXTERNAL (the client certificate). Of those the relay offers, the strongest is used: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, then PLAIN and LOGIN in the order listed."`
 	MaxConnections     int      `toml:"max_connections" doc:"The most connections open to this relay; they are reused."`
 	IdleTimeout        Duration `toml:"idle_timeout" doc:"A pooled connection unused this long is closed."`
 	ConnectTimeout     Duration `toml:"connect_timeout" doc:"Bounds the TCP connect."`
@@ -159,24 +158,26 @@ func (d *Duration) UnmarshalTOML(v any) error {
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // needsCredentials reports whether any relay uses a credential.
-func (c *Config) needsCredentials() bool {
-	for _, r := range c.Relays {
-		if r.Credential != "" {
-			return true
-		}
-	}
-	return false
-}
+func (c *Config) needsCredentials() bool { return len(c.CredentialNames()) > 0 }
 
-// CredentialNames returns the credential entry names the relays use.
+// CredentialNames returns the credential entry names the relays use: each
+// credential and client_certificate.
 func (c *Config) CredentialNames() []string {
 	var names []string
 	for _, r := range c.Relays {
-		if r.Credential != "" && !slices.Contains(names, r.Credential) {
-			names = append(names, r.Credential)
+		for _, n := range []string{r.Credential, r.ClientCertificate} {
+			if n != "" && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
 		}
 	}
 	return names
+}
+
+// externalAuth reports whether r authenticates with AUTH EXTERNAL: it
+// lists EXTERNAL, has a client certificate and no credential.
+func (r *Relay) externalAuth() bool {
+	return r.Credential == "" && r.ClientCertificate != "" && slices.Contains(r.Mechanisms, "EXTERNAL")
 }
 
 // SpoolDir is where the queue lives.

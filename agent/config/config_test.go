@@ -92,6 +92,52 @@ tls = "implicit"
 	}
 }
 
+// TestConfigClientCertificate: every mechanism the delivery code speaks
+// is accepted; a client certificate joins the entries the store loads;
+// without a credential it is shown at TLS only (auth disabled), or with
+// EXTERNAL it is what AUTH uses (auth required by default).
+func TestConfigClientCertificate(t *testing.T) {
+	c, err := Parse([]byte(`
+[[relay]]
+name = "cert-only"
+address = "a.example:587"
+client_certificate = "corp-cert"
+[[relay]]
+name = "external"
+address = "b.example:587"
+client_certificate = "other-cert"
+mechanisms = ["external"]
+[[relay]]
+name = "both"
+address = "c.example:587"
+credential = "primary"
+client_certificate = "corp-cert"
+mechanisms = ["scram-sha-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"]
+[[relay]]
+name = "oauth"
+address = "d.example:587"
+credential = "m365"
+mechanisms = ["XOAUTH2", "OAUTHBEARER"]
+`), "x.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"disabled", "required", "required", "required"} {
+		if got := c.Relays[i].Auth; got != want {
+			t.Errorf("relay %s: auth = %q, want %q", c.Relays[i].Name, got, want)
+		}
+	}
+	if got := strings.Join(c.Relays[1].Mechanisms, ","); got != "EXTERNAL" {
+		t.Errorf("mechanisms %s, want EXTERNAL in upper case", got)
+	}
+	if got := strings.Join(c.Relays[2].Mechanisms, ","); got != "SCRAM-SHA-256,SCRAM-SHA-1,CRAM-MD5,PLAIN,LOGIN" {
+		t.Errorf("mechanisms %s", got)
+	}
+	if got := strings.Join(c.CredentialNames(), ","); got != "corp-cert,other-cert,primary,m365" {
+		t.Errorf("credential names %s, want each credential and client certificate once", got)
+	}
+}
+
 func TestConfigRelativePaths(t *testing.T) {
 	c, err := Parse([]byte(minimal+`
 [credentials]
@@ -122,7 +168,11 @@ func TestConfigErrors(t *testing.T) {
 		{"bad address", "[[relay]]\naddress = \"smtp.example.com\"\n", `relay[0].address: must be host:port`},
 		{"duplicate relay name", "[[relay]]\nname=\"a\"\naddress = \"a:1\"\n[[relay]]\nname=\"a\"\naddress = \"b:1\"\n", `relay[1].name: relay name "a" used twice`},
 		{"plaintext auth with tls", "[[relay]]\naddress = \"a:1\"\nallow_plaintext_auth = true\n", `relay[0].allow_plaintext_auth: only meaningful with tls = "none"`},
-		{"bad mechanism", "[[relay]]\naddress = \"a:1\"\nmechanisms = [\"CRAM-MD5\"]\n", `relay[0].mechanisms[0]: unsupported SASL mechanism "CRAM-MD5"`},
+		{"bad mechanism", "[[relay]]\naddress = \"a:1\"\nmechanisms = [\"DIGEST-MD5\"]\n", `relay[0].mechanisms[0]: unsupported SASL mechanism "DIGEST-MD5" (supported: PLAIN, LOGIN, XOAUTH2, OAUTHBEARER, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, EXTERNAL)`},
+		{"EXTERNAL without a certificate", "[[relay]]\naddress = \"a:1\"\nmechanisms = [\"EXTERNAL\"]\n", `relay[0].mechanisms: EXTERNAL authenticates with the client certificate: set client_certificate`},
+		{"EXTERNAL with a credential", "[[relay]]\naddress = \"a:1\"\ncredential = \"p\"\nclient_certificate = \"c\"\nmechanisms = [\"EXTERNAL\", \"PLAIN\"]\n", `relay[0].mechanisms: EXTERNAL authenticates with the client certificate alone: with it, leave credential empty`},
+		{"certificate without TLS", "[[relay]]\naddress = \"a:1\"\ntls = \"none\"\nclient_certificate = \"c\"\n", `relay[0].client_certificate: a client certificate is shown in the TLS handshake: it needs tls = "starttls" or "implicit"`},
+		{"required with a certificate, no EXTERNAL", "[[relay]]\naddress = \"a:1\"\nclient_certificate = \"c\"\nauth = \"required\"\n", `relay[0].credential: auth = "required" needs a credential entry name (or a client_certificate with EXTERNAL in mechanisms)`},
 		{"missing ca_file", "[[relay]]\naddress = \"a:1\"\nca_file = \"/nonexistent/ca.pem\"\n", `relay[0].ca_file: `},
 		{"bad network", "[listen]\nallowed_networks = [\"localhost\"]\n" + minimal, `listen.allowed_networks[0]: not a network in CIDR form`},
 		{"bad listen address", "[listen]\naddress = \"2525\"\n" + minimal, `listen.address: not host:port`},

@@ -122,15 +122,15 @@ func (c *Config) normalize() {
 	c.normalizeRoutes()
 	for i := range c.Relays {
 		r := &c.Relays[i]
-		if r.Auth == "" {
-			r.Auth = string(deliver.AuthDisabled)
-			if r.Credential != "" {
-				r.Auth = string(deliver.AuthRequired)
-			}
-		}
 		for j, m := range r.Mechanisms {
 			if up := strings.ToUpper(m); slices.Contains(mechanisms, up) {
 				r.Mechanisms[j] = up
+			}
+		}
+		if r.Auth == "" {
+			r.Auth = string(deliver.AuthDisabled)
+			if r.Credential != "" || r.externalAuth() {
+				r.Auth = string(deliver.AuthRequired)
 			}
 		}
 	}

@@ -132,19 +132,11 @@ func (c *Config) validateRelays() error {
 		if !slices.Contains([]string{"required", "enabled", "disabled"}, r.Auth) {
 			return c.bad(key("auth"), "must be required, enabled or disabled, not %q", r.Auth)
 		}
-		if r.Auth != "disabled" && r.Credential == "" {
-			return c.bad(key("credential"), "auth = %q needs a credential entry name", r.Auth)
-		}
 		if r.AllowPlaintextAuth && r.TLS != "none" {
 			return c.bad(key("allow_plaintext_auth"), "only meaningful with tls = \"none\"")
 		}
-		for j, m := range r.Mechanisms {
-			if !slices.Contains(mechanisms, m) {
-				return c.bad(fmt.Sprintf("relay[%d].mechanisms[%d]", i, j), "unsupported SASL mechanism %q (supported: %s)", m, strings.Join(mechanisms, ", "))
-			}
-		}
-		if len(r.Mechanisms) == 0 {
-			return c.bad(key("mechanisms"), "must name at least one mechanism")
+		if err := c.validateMechanisms(i, r); err != nil {
+			return err
 		}
 		if r.MaxConnections <= 0 {
 			return c.bad(key("max_connections"), "must be positive")
@@ -154,6 +146,35 @@ func (c *Config) validateRelays() error {
 				return c.bad(key("ca_file"), "%v", err)
 			}
 		}
+	}
+	return nil
+}
+
+// validateMechanisms checks a relay's mechanisms and what AUTH would
+// use: its credential, or for EXTERNAL its client certificate.
+func (c *Config) validateMechanisms(i int, r *Relay) error {
+	key := func(k string) string { return fmt.Sprintf("relay[%d].%s", i, k) }
+	if r.ClientCertificate != "" && r.TLS == "none" {
+		return c.bad(key("client_certificate"), "a client certificate is shown in the TLS handshake: it needs tls = \"starttls\" or \"implicit\"")
+	}
+	for j, m := range r.Mechanisms {
+		if !slices.Contains(mechanisms, m) {
+			return c.bad(fmt.Sprintf("relay[%d].mechanisms[%d]", i, j), "unsupported SASL mechanism %q (supported: %s)", m, strings.Join(mechanisms, ", "))
+		}
+	}
+	if len(r.Mechanisms) == 0 {
+		return c.bad(key("mechanisms"), "must name at least one mechanism")
+	}
+	if slices.Contains(r.Mechanisms, "EXTERNAL") {
+		switch {
+		case r.ClientCertificate == "":
+			return c.bad(key("mechanisms"), "EXTERNAL authenticates with the client certificate: set client_certificate")
+		case r.Credential != "":
+			return c.bad(key("mechanisms"), "EXTERNAL authenticates with the client certificate alone: with it, leave credential empty")
+		}
+	}
+	if r.Auth != "disabled" && r.Credential == "" && !r.externalAuth() {
+		return c.bad(key("credential"), "auth = %q needs a credential entry name (or a client_certificate with EXTERNAL in mechanisms)", r.Auth)
 	}
 	return nil
 }

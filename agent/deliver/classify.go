@@ -27,11 +27,16 @@ func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
 // classify maps an error to a recipient status: a 5xx reply is Permanent
-// unless it is about authentication; everything else is Temporary.
+// unless it is about authentication, or refuses this client rather than
+// the message (ClientRefusedError); everything else is Temporary.
 func classify(err error) spool.Status {
 	var pe *permanentError
 	if errors.As(err, &pe) {
 		return spool.Permanent
+	}
+	var cr *ClientRefusedError
+	if errors.As(err, &cr) {
+		return spool.Temporary
 	}
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code < 500 || se.Code > 599 {

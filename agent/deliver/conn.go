@@ -92,6 +92,9 @@ type conn struct {
 	cred    secrets.Credential
 	credUse credUse
 
+	clientCert    secrets.Credential // the client certificate the handshake showed
+	clientCertUse credUse
+
 	idleSince time.Time
 	broken    bool // unusable: close, never reuse
 	// inTransaction: MAIL was accepted and no reply to the data ended the
@@ -157,6 +160,7 @@ func (r *relay) dial(ctx context.Context) (*conn, error) {
 		err = &ConnError{StageConnect, ctx.Err()}
 	}
 	if err != nil {
+		err = cn.refusedCertificate(err)
 		cn.close()
 		if ctx.Err() != nil {
 			var ce *ConnError
@@ -245,7 +249,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 // startTLS runs the TLS handshake on the raw connection.
 func (cn *conn) startTLS(ctx context.Context) (*tls.Conn, error) {
 	r := cn.r
-	tc := tls.Client(cn.raw, r.tlsConf)
+	tc := tls.Client(cn.raw, cn.tlsConfig())
 	cn.raw.SetDeadline(time.Now().Add(r.cfg.CommandTimeout)) //nolint:errcheck // a closed conn fails the handshake
 	if err := tc.HandshakeContext(ctx); err != nil {
 		r.d.st.tlsFailures.Add(1)
@@ -348,7 +352,7 @@ func (r *relay) establish(ctx context.Context) (*conn, establishment, error) {
 // and may leave it nil if the new one fails).
 func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 	cn := *cnp
-	name := r.cfg.Credential
+	name := r.cfg.authCredential()
 	cred, err := r.d.creds.Get(name)
 	if err != nil {
 		cn.credUse = credUnavailable
@@ -358,7 +362,7 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 		return r.authenticateBearer(ctx, cnp, cred)
 	}
 	for retried := false; ; retried = true {
-		mech, err := r.canAuth(cn, sasl.KindPassword)
+		mech, err := r.canAuth(cn, cred)
 		if err != nil {
 			return err
 		}
@@ -384,8 +388,8 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 		r.d.log.Info("relay rejected the credential; retrying with the refreshed one",
 			"relay", r.cfg.Name, "credential", name, "username", fresh.Username, "version", fresh.Version)
 		cred = fresh
-		if cn.broken {
-			cn.close()
+		if cn.broken || certificateKind(fresh) {
+			cn.quit()
 			*cnp = nil
 			if cn, err = r.dial(ctx); err != nil {
 				return err
@@ -396,16 +400,15 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 }
 
 // canAuth checks that AUTH may and can be sent on cn, and picks the
-// mechanism for a credential of kind (sasl.Choose).
-func (r *relay) canAuth(cn *conn, kind sasl.Kind) (string, error) {
+// mechanism for cred.
+func (r *relay) canAuth(cn *conn, cred secrets.Credential) (string, error) {
 	if cn.tlsState == nil && !r.cfg.AllowPlaintextAuth {
 		return "", &ConnError{StageAuth, errors.New("not sent: the connection has no TLS and allow_plaintext_auth is off")}
 	}
-	ok, offered := cn.c.Extension("AUTH")
-	if !ok {
+	if ok, _ := cn.c.Extension("AUTH"); !ok {
 		return "", &ConnError{StageAuth, errors.New("not offered by the relay")}
 	}
-	mech, err := sasl.Choose(kind, r.cfg.Mechanisms, strings.Fields(offered))
+	mech, err := r.chooseMech(cn, cred)
 	if err != nil {
 		return "", &ConnError{StageAuth, err}
 	}
@@ -414,7 +417,7 @@ func (r *relay) canAuth(cn *conn, kind sasl.Kind) (string, error) {
 
 // auth runs one AUTH exchange with cred.
 func (cn *conn) auth(ctx context.Context, mech string, cred secrets.Credential) error {
-	client, err := sasl.NewPasswordClient(mech, cred.Username, cred.Password())
+	client, err := saslClient(mech, cred)
 	if err != nil {
 		return err
 	}
@@ -427,10 +430,16 @@ func (cn *conn) exchange(ctx context.Context, mech string, cred secrets.Credenti
 	done := cn.watch(ctx)
 	err := cn.c.Auth(client)
 	done()
+	if err == nil {
+		// SCRAM: the relay must have proved it knows the password.
+		if err = sasl.Verify(client); err != nil {
+			cn.broken = true
+		}
+	}
 	if err != nil {
 		cn.fail(err)
 		cn.r.d.st.authFailures.Add(1)
-		return &replyError{cmd: fmt.Sprintf("%s as %s rejected", mech, cred.Username), err: withholdText(err)}
+		return &replyError{cmd: authAs(mech, cred) + " rejected", err: withholdText(err)}
 	}
 	cn.authed = true
 	cn.r.d.st.authOK.Add(1)

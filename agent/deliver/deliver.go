@@ -4,18 +4,23 @@
 // It holds routes (docs/routes.md: a relay list per sender and recipient
 // domain, a message split per route) and relay failover, outbound rate
 // limits per relay and per route, the TLS policy (STARTTLS, implicit TLS
-// or none; certificates always verified), the AUTH policy of docs/auth.md
-// (required, enabled, disabled) with its SASL mechanisms (XOAUTH2 and
-// OAUTHBEARER for oauth2 credentials, with access tokens from a Tokens
-// cache), and a per-relay pool of authenticated connections reused across
-// messages.
+// or none; certificates always verified; a TLS client certificate read
+// from the credential store at each handshake), the AUTH policy of
+// docs/auth.md (required, enabled, disabled) with its SASL mechanisms
+// (the strongest configured one the relay offers; XOAUTH2 and OAUTHBEARER
+// for oauth2 credentials, with access tokens from a Tokens cache), and a
+// per-relay pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
 //     AllowPlaintextAuth, and never under AuthPolicy disabled;
 //   - under AuthPolicy required no MAIL is ever sent on a connection that
 //     has not authenticated, and every authentication problem is a
-//     Temporary result, never a Permanent one;
+//     Temporary result, never a Permanent one; so is a relay's refusal of
+//     a session whose only standing is the client certificate
+//     (ClientRefusedError);
+//   - a pooled connection whose credential or client certificate has
+//     been replaced in the store is closed, not reused;
 //   - mail above a rate limit is never failed for it: it gets a Waiting
 //     result with the time to come back;
 //   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
@@ -37,7 +42,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,10 +91,6 @@ const (
 // DefaultMechanisms is the SASL preference order when a Relay sets none.
 var DefaultMechanisms = []string{sasl.Plain, sasl.Login}
 
-// SupportedMechanisms are the SASL mechanisms a Relay may name: PLAIN and
-// LOGIN for a password, XOAUTH2 and OAUTHBEARER for an oauth2 credential.
-var SupportedMechanisms = []string{sasl.Plain, sasl.Login, "XOAUTH2", sasl.OAuthBearer}
-
 // Relay is one relay host, as the agent's config describes it.
 type Relay struct {
 	// Name identifies the relay in logs and results; default Address.
@@ -103,6 +103,11 @@ type Relay struct {
 	Auth AuthPolicy
 	// Credential is the entry name in the credential source; "" means none.
 	Credential string
+	// ClientCertificate is the entry (of kind certificate) whose
+	// certificate the TLS handshake shows when the relay asks for one; ""
+	// means none. Without a Credential and with EXTERNAL in Mechanisms,
+	// AUTH EXTERNAL uses it.
+	ClientCertificate string
 	// RootCAs verifies the relay's certificate; nil means the system roots.
 	// internal/roots builds it from a ca_file.
 	RootCAs *x509.CertPool
@@ -258,34 +263,26 @@ func newRelay(d *Deliverer, rc Relay) (*relay, error) {
 	default:
 		return nil, fmt.Errorf("tls = %q: want starttls, implicit or none", rc.TLS)
 	}
+	if err := checkMechanisms(&rc); err != nil {
+		return nil, err
+	}
 	switch rc.Auth {
 	case "":
 		rc.Auth = AuthDisabled
-		if rc.Credential != "" {
+		if rc.authCredential() != "" {
 			rc.Auth = AuthRequired
 		}
 	case AuthRequired, AuthEnabled:
-		if rc.Credential == "" {
-			return nil, fmt.Errorf("auth = %q needs a credential", rc.Auth)
+		if rc.authCredential() == "" {
+			return nil, fmt.Errorf("auth = %q needs a credential (or a client certificate with EXTERNAL)", rc.Auth)
 		}
 	case AuthDisabled:
 	default:
 		return nil, fmt.Errorf("auth = %q: want required, enabled or disabled", rc.Auth)
 	}
-	if rc.Auth != AuthDisabled && d.creds == nil {
+	if (rc.Auth != AuthDisabled || rc.ClientCertificate != "") && d.creds == nil {
 		return nil, errors.New("a credential is configured but no credential source was given")
 	}
-	if len(rc.Mechanisms) == 0 {
-		rc.Mechanisms = DefaultMechanisms
-	}
-	mechs := make([]string, len(rc.Mechanisms))
-	for i, m := range rc.Mechanisms {
-		mechs[i] = strings.ToUpper(m)
-		if !slices.Contains(SupportedMechanisms, mechs[i]) {
-			return nil, fmt.Errorf("SASL mechanism %q is not supported (supported: %s)", m, strings.Join(SupportedMechanisms, ", "))
-		}
-	}
-	rc.Mechanisms = mechs
 	if rc.MaxConnections <= 0 {
 		rc.MaxConnections = DefaultMaxConnections
 	}

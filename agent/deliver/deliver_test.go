@@ -517,7 +517,10 @@ func TestNewErrors(t *testing.T) {
 		{"bad auth", []Relay{{Name: "r", Address: ok.Address, Auth: "sometimes"}}, nil, `relay "r": auth = "sometimes"`},
 		{"enabled without credential", []Relay{{Name: "r", Address: ok.Address, Auth: AuthEnabled}}, nil, `relay "r": auth = "enabled" needs a credential`},
 		{"no source", []Relay{{Name: "r", Address: ok.Address, Credential: "primary"}}, nil, "no credential source"},
-		{"bad mechanism", []Relay{{Name: "r", Address: ok.Address, Credential: "p", Mechanisms: []string{"CRAM-MD5"}}}, newCreds(testPass), `SASL mechanism "CRAM-MD5" is not supported`},
+		{"bad mechanism", []Relay{{Name: "r", Address: ok.Address, Credential: "p", Mechanisms: []string{"DIGEST-MD5"}}}, newCreds(testPass), `SASL mechanism "DIGEST-MD5" is not supported (supported: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER, EXTERNAL)`},
+		{"EXTERNAL without a certificate", []Relay{{Name: "r", Address: ok.Address, Mechanisms: []string{"EXTERNAL"}}}, newCreds(testPass), `EXTERNAL authenticates with the client certificate alone: it needs a client certificate and no credential`},
+		{"EXTERNAL with a credential", []Relay{{Name: "r", Address: ok.Address, Credential: "p", ClientCertificate: "c", Mechanisms: []string{"external"}}}, newCreds(testPass), `EXTERNAL authenticates with the client certificate alone`},
+		{"certificate without a source", []Relay{{Name: "r", Address: ok.Address, ClientCertificate: "c"}}, nil, "no credential source"},
 		{"unnamed relay", []Relay{ok, {Address: "x"}}, nil, `relay "#2"`},
 	}
 	for _, c := range cases {

@@ -24,14 +24,26 @@ const (
 	newPass  = "r0tated-Relay-Passw0rd"
 )
 
-// fakeCreds stands in for *secrets.Store: Get returns cur (or getErr);
-// Refresh counts its calls and switches cur to next when next is set.
+// fakeCreds stands in for *secrets.Store: Get returns the entry set for
+// the name with setNamed, else cur (or getErr); Refresh counts its calls
+// and switches cur to next when next is set.
 type fakeCreds struct {
 	mu        sync.Mutex
 	cur       secrets.Credential
 	getErr    error
 	next      *secrets.Credential
 	refreshes int
+	named     map[string]secrets.Credential
+}
+
+// setNamed makes Get(name) return c (one that IsZero: unavailable).
+func (f *fakeCreds) setNamed(name string, c secrets.Credential) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.named == nil {
+		f.named = map[string]secrets.Credential{}
+	}
+	f.named[name] = c
 }
 
 func newCreds(pass string) *fakeCreds {
@@ -41,6 +53,12 @@ func newCreds(pass string) *fakeCreds {
 func (f *fakeCreds) Get(name string) (secrets.Credential, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if c, ok := f.named[name]; ok {
+		if c.IsZero() {
+			return secrets.Credential{}, &secrets.UnavailableError{Name: name}
+		}
+		return c, nil
+	}
 	if f.getErr != nil {
 		return secrets.Credential{}, f.getErr
 	}

@@ -107,7 +107,7 @@ func (r *relay) authenticateBearer(ctx context.Context, cnp **conn, cred secrets
 	name := r.cfg.Credential
 	for retried := false; ; retried = true {
 		cn := *cnp
-		mech, err := r.canAuth(cn, sasl.KindOAuth2)
+		mech, err := r.canAuth(cn, cred)
 		if err != nil {
 			return err
 		}

@@ -170,25 +170,26 @@ func (r *relay) get(ctx context.Context, fresh bool) (cn *conn, reused bool, err
 }
 
 // reusable checks a pooled connection before another transaction: not idle
-// too long, and its credential still current. Pooled connections are never
-// in a transaction (put closes those), and a transaction that ended with
-// the reply to its data left the session at its initial state (RFC 5321
-// 4.1.4), so the next MAIL goes straight out, with no RSET; a connection
-// the relay has dropped meanwhile shows at that MAIL, and deliver retries
-// on a new one.
+// too long, and its credential and client certificate still current.
+// Pooled connections are never in a transaction (put closes those), and a
+// transaction that ended with the reply to its data left the session at
+// its initial state (RFC 5321 4.1.4), so the next MAIL goes straight out,
+// with no RSET; a connection the relay has dropped meanwhile shows at that
+// MAIL, and deliver retries on a new one.
 func (r *relay) reusable(cn *conn) bool {
 	if time.Since(cn.idleSince) >= r.cfg.IdleTimeout {
 		r.d.st.idleClosed.Add(1)
 		return false
 	}
+	stale := false
 	if r.cfg.Auth != AuthDisabled && cn.credUse != credNone {
-		cur, err := r.d.creds.Get(r.cfg.Credential)
-		stale := err == nil && (cn.credUse == credUnavailable || !cur.SameSecret(cn.cred))
-		if stale {
-			r.d.st.stale.Add(1)
-			r.d.log.Debug("closing a pooled connection: its credential was replaced", "relay", r.cfg.Name)
-			return false
-		}
+		cur, err := r.d.creds.Get(r.cfg.authCredential())
+		stale = err == nil && (cn.credUse == credUnavailable || !cur.SameSecret(cn.cred))
+	}
+	if stale || r.clientCertStale(cn) {
+		r.d.st.stale.Add(1)
+		r.d.log.Debug("closing a pooled connection: its credential or client certificate was replaced", "relay", r.cfg.Name)
+		return false
 	}
 	return true
 }

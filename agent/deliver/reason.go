@@ -55,6 +55,8 @@ func reasonOf(err error) string {
 		return stageReason(ce)
 	case errors.As(err, &le):
 		return ReasonLocal
+	case errors.As(err, new(*ClientRefusedError)):
+		return ReasonAuth
 	case errors.As(err, &pe):
 		return ReasonSMTPUTF8
 	case errors.As(err, &se):
@@ -71,8 +73,14 @@ func reasonOf(err error) string {
 func stageReason(ce *ConnError) string {
 	var se *smtp.SMTPError
 	isReply := errors.As(ce.Err, &se)
+	if errors.As(ce.Err, new(*certRefusal)) {
+		return ReasonTLS
+	}
 	switch ce.Stage {
 	case StageTLS, StageStartTLS:
+		if errors.Is(ce.Err, secrets.ErrUnavailable) {
+			return ReasonCredentials
+		}
 		return ReasonTLS
 	case StageAuth:
 		if !isReply && errors.Is(ce.Err, secrets.ErrUnavailable) {

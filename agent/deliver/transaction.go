@@ -79,6 +79,9 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 		cn.fail(err)
 		return fmt.Errorf("relay %s: %w", name, &replyError{cmd: cmd, err: err})
 	}
+	// A refusal of this client (not of the message) defers: see
+	// ClientRefusedError.
+	refused := func(cmd string, err error) error { return cn.clientRefused(relayErr(cmd, err)) }
 
 	// A non-ASCII address needs SMTPUTF8 (RFC 6531); there is no
 	// downgrade. To a relay that does not offer it, a non-ASCII sender
@@ -116,14 +119,14 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 			cn.broken = true
 			return nil, retryRefused
 		}
-		return setAll(rcpts, relayErr(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
+		return setAll(rcpts, refused(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
 	}
 	cn.inTransaction = true
 	var accepted []int
 	for k, i := range rcpts {
 		to := m.To[i]
 		if err := cn.c.Rcpt(to, nil); err != nil {
-			err = relayErr(fmt.Sprintf("RCPT TO:<%s>", to), err)
+			err = refused(fmt.Sprintf("RCPT TO:<%s>", to), err)
 			if cn.broken {
 				// The recipients accepted so far got no DATA either.
 				return setAll(append(accepted, rcpts[k:]...), err), retryNone

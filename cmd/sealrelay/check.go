@@ -12,7 +12,7 @@ import (
 // cmdCheck validates the config, unseals the credentials, and for each relay
 // connects, does TLS and AUTH as its policy says, and quits: no mail is sent.
 // One line per relay. It fails if the config or the credentials fail, or if
-// a relay with auth = "required" fails.
+// a relay with auth = "required" or a client certificate fails.
 func cmdCheck(e *env, args []string) error {
 	fs := newFlags("check")
 	cfgPath := configFlag(fs)
@@ -56,7 +56,7 @@ func cmdCheck(e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "relay %s (%s): %s\n", r.Relay, r.Address, r.Token)
 		}
 		fmt.Fprintln(e.stdout, r.String())
-		if !r.OK && r.Policy == deliver.AuthRequired {
+		if !r.OK && (r.Policy == deliver.AuthRequired || r.ClientCertificate != "") {
 			failed++
 		}
 	}
@@ -64,7 +64,7 @@ func cmdCheck(e *env, args []string) error {
 	case credFailed:
 		return fmt.Errorf("check failed: credentials cannot be read")
 	case failed > 0:
-		return fmt.Errorf("check failed: %d relay(s) with auth = \"required\" cannot be used", failed)
+		return fmt.Errorf("check failed: %d relay(s) with auth = \"required\" or a client certificate cannot be used", failed)
 	}
 	return nil
 }

@@ -121,17 +121,11 @@ func secretHygiene(t *testing.T, source, format string, vs *vaulttest.Server, va
 	forbidden["any age secret key"] = "AGE-SECRET-KEY-"
 	forbidden["vault token"] = vaultToken
 
-	look := forbid(t, forbidden)
-	// Positive control: what is looked at does hold what it should.
-	if !bytes.Contains(printed.Bytes(), []byte(rigUser)) {
-		t.Error("the log read is not what the agent had: the search would be blind")
-	}
-	look("the agent's log and the commands' output", printed.Bytes())
-	lookEverywhere(t, dir, procFiles, look)
+	hygieneScan(t, dir, printed.Bytes(), rigUser, procFiles, forbidden)
 }
 
 // procSnapshot checks that the agent process p cannot dump core, and
-// returns its /proc cmdline and environ.
+// returns its cmdline and environ.
 func procSnapshot(t *testing.T, p *agentProcess) map[string][]byte {
 	t.Helper()
 	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", p.cmd.Process.Pid))
@@ -149,30 +143,29 @@ func procSnapshot(t *testing.T, p *agentProcess) map[string][]byte {
 		}
 		procFiles["/proc/PID/"+f] = b
 	}
-	if !bytes.Contains(procFiles["/proc/PID/cmdline"], []byte("serve")) || !bytes.Contains(procFiles["/proc/PID/environ"], []byte("TMPDIR=")) {
-		t.Error("the cmdline or environ read is not the agent's: the search would be blind")
-	}
 	return procFiles
 }
 
-// forbid returns a check that fails the test when data holds any of
-// forbidden (what it is -> the secret form).
-func forbid(t *testing.T, forbidden map[string]string) func(where string, data []byte) {
-	return func(where string, data []byte) {
-		t.Helper()
+// hygieneScan looks for each of forbidden in printed (the agent's log and
+// the commands' output, which must mention shown), in the process's
+// procFiles, and in every file left under dir but those that hold a
+// secret by design: the identity, the Vault token file and the sealed
+// credential file.
+func hygieneScan(t *testing.T, dir string, printed []byte, shown string, procFiles map[string][]byte, forbidden map[string]string) {
+	t.Helper()
+	look := func(where string, data []byte) {
 		for what, s := range forbidden {
-			if s != "" && bytes.Contains(data, []byte(s)) {
+			if bytes.Contains(data, []byte(s)) {
 				t.Errorf("%s contains the %s", where, what)
 			}
 		}
 	}
-}
-
-// lookEverywhere runs look on the process's /proc files and on every file
-// the run left under dir, except those that hold a secret by design: the
-// identity, the Vault token file and the sealed credential file.
-func lookEverywhere(t *testing.T, dir string, procFiles map[string][]byte, look func(string, []byte)) {
-	t.Helper()
+	// Positive controls: what is looked at does hold what it should.
+	if !bytes.Contains(printed, []byte(shown)) || !bytes.Contains(procFiles["/proc/PID/cmdline"], []byte("serve")) ||
+		!bytes.Contains(procFiles["/proc/PID/environ"], []byte("TMPDIR=")) {
+		t.Error("the log, cmdline or environ read is not what the agent had: the search would be blind")
+	}
+	look("the agent's log and the commands' output", printed)
 	for where, b := range procFiles {
 		look(where, b)
 	}

@@ -115,7 +115,7 @@ func TestOAuth2RefusedClient(t *testing.T) {
 		tokenLine := "relay postfix (" + r.Addr() + "): token from " + h.TokenURL + ": FAILED: oauth2: token endpoint " + h.TokenURL + " refused the request: " + reason
 		relayLine := "relay postfix (" + r.Addr() + "): FAILED: AUTH: not attempted: oauth2: token endpoint " + h.TokenURL + " refused the request: " + reason
 		if code != 1 || !strings.Contains(out, tokenLine) || !strings.Contains(out, relayLine) ||
-			!strings.Contains(errs, `sealrelay: check failed: 1 relay(s) with auth = "required" cannot be used`) {
+			!strings.Contains(errs, `sealrelay: check failed: 1 relay(s) with auth = "required"`) {
 			t.Errorf("check with %s: exit %d\n%s%s\nwant exit 1 and lines starting\n%s\n%s", what, code, out, errs, tokenLine, relayLine)
 		}
 	}

@@ -13,14 +13,14 @@ import (
 	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 )
 
-// load sends from senders goroutines through a, each pausing a random
+// oauthLoad sends from senders goroutines through a, each pausing a random
 // 100 ms to maxGap between messages, until stop is closed; at(d, f)
 // events run f once d has passed. It returns the messages accepted and
 // how many were refused.
-func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run time.Duration, events map[time.Duration]func()) (map[string]time.Time, int) {
+func oauthLoad(t *testing.T, a *runningAgent, name string, senders int, maxGap, run time.Duration, events map[time.Duration]func()) (map[string]time.Time, int) {
 	t.Helper()
 	var (
-		sent = newTally()
+		sent = &load{accepted: map[string]time.Time{}}
 		wg   sync.WaitGroup
 		stop = make(chan struct{})
 	)
@@ -35,7 +35,15 @@ func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run t
 					return
 				case <-time.After(100*time.Millisecond + time.Duration(rnd.Int64N(int64(maxGap-100*time.Millisecond)))):
 				}
-				sent.send(a, fmt.Sprintf("<%s.%d.%d@rig>", name, s, i))
+				id := fmt.Sprintf("<%s.%d.%d@rig>", name, s, i)
+				err := send(a.Addr().String(), "app@client.test", "user@example.net", id)
+				sent.mu.Lock()
+				if err == nil {
+					sent.accepted[id] = time.Now()
+				} else {
+					sent.refused++
+				}
+				sent.mu.Unlock()
 			}
 		}()
 	}
@@ -56,7 +64,7 @@ func load(t *testing.T, a *runningAgent, name string, senders int, maxGap, run t
 	time.Sleep(time.Until(start.Add(run)))
 	close(stop)
 	wg.Wait()
-	return sent.result()
+	return sent.accepted, sent.refused
 }
 
 func deleteDuration(list []time.Duration, d time.Duration) []time.Duration {
@@ -99,7 +107,7 @@ func TestOAuth2TokenReuseUnderLoad(t *testing.T) {
 	g.seal(t, c, "smtp")
 	a := startAgent(t, g.cfg)
 
-	accepted, refused := load(t, a, "reuse", 3, 1200*time.Millisecond, run, nil)
+	accepted, refused := oauthLoad(t, a, "reuse", 3, 1200*time.Millisecond, run, nil)
 	if refused > 0 {
 		t.Errorf("%d messages refused by the agent", refused)
 	}
@@ -147,7 +155,7 @@ func TestOAuth2SecretRotationUnderLoad(t *testing.T) {
 				sc.Secret = secret
 				g.seal(t, &sc, "smtp")
 			}
-			accepted, refused := load(t, a, "rotate-"+source, 2, 500*time.Millisecond, 16*time.Second, map[time.Duration]func(){
+			accepted, refused := oauthLoad(t, a, "rotate-"+source, 2, 500*time.Millisecond, 16*time.Second, map[time.Duration]func(){
 				3 * time.Second:  func() { h.SetSecret(t, c, "second-Secret-"+source+"-b8e1") },
 				5 * time.Second:  func() { stored("second-Secret-" + source + "-b8e1") },
 				9 * time.Second:  func() { stored("third-Secret-" + source + "-41c7") },

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -167,35 +165,6 @@ func waitRelayed(t testing.TB, up *upstream.Server, accepted map[string]time.Tim
 		}
 		return true
 	})
-}
-
-// tally counts what senders under load submitted: the messages accepted
-// (Message-ID to when), and how many were refused.
-type tally struct {
-	mu       sync.Mutex
-	accepted map[string]time.Time
-	refused  int
-}
-
-func newTally() *tally { return &tally{accepted: map[string]time.Time{}} }
-
-// send submits one message with Message-ID id through a and counts it.
-func (ty *tally) send(a *runningAgent, id string) {
-	err := send(a.Addr().String(), "app@client.test", "user@example.net", id)
-	ty.mu.Lock()
-	defer ty.mu.Unlock()
-	if err == nil {
-		ty.accepted[id] = time.Now()
-	} else {
-		ty.refused++
-	}
-}
-
-// result returns what was accepted and the count refused.
-func (ty *tally) result() (map[string]time.Time, int) {
-	ty.mu.Lock()
-	defer ty.mu.Unlock()
-	return maps.Clone(ty.accepted), ty.refused
 }
 
 // syncBuffer is a log sink the test reads while the code writes to it.

@@ -107,9 +107,13 @@ and exits 0.`,
 			name:  "check",
 			forms: []form{{"check [-c CONFIG]", "validate config, unseal credentials, TLS+AUTH to each relay"}},
 			about: `Validates the config, unseals the credentials and, for each relay,
-connects, sets up TLS and authenticates, then quits without sending mail.
-It prints one line per relay, ok or what failed, and fails if the config
-or the credentials fail or a relay with auth = "required" cannot be used.`,
+connects, sets up TLS (showing the client certificate if the relay asks
+for it) and authenticates, then quits without sending mail. A relay that
+trusts the client certificate alone is asked whether it would relay
+(MAIL FROM:<>, RCPT TO:<postmaster@HOSTNAME>, QUIT). It prints one line
+per relay, ok or what failed, and fails if the config or the credentials
+fail or a relay with auth = "required" or a client certificate cannot be
+used.`,
 			flags: func(fs *flag.FlagSet) { configFlag(fs) },
 			run:   cmdCheck,
 		},

@@ -27,6 +27,9 @@ type Session struct {
 	Helos int
 	// TLS is true once the connection runs TLS (STARTTLS or implicit).
 	TLS bool
+	// ClientCert is the subject common name of the client certificate the
+	// TLS handshake verified (Config.ClientCAs), "" for none.
+	ClientCert string
 	// Auths lists every AUTH command, in order.
 	Auths []AuthAttempt
 	// Mails lists every MAIL command, accepted or not, in order.

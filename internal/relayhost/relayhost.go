@@ -1,13 +1,14 @@
 // Package relayhost is a small, real SMTP relay host on loopback: a
-// go-smtp server with its own CA, STARTTLS or implicit TLS, and AUTH PLAIN
-// and LOGIN against a set of accounts. `sealrelay demo` runs one as the
+// go-smtp server with its own CA, STARTTLS or implicit TLS, AUTH PLAIN
+// and LOGIN against a set of accounts, and, with ClientCAs, TLS client
+// certificates and AUTH EXTERNAL. `sealrelay demo` runs one as the
 // relay it delivers to; the tests and the benchmark run it through
 // internal/testing/upstream, which adds scripted replies and fault
 // injection through the Faults hook. This package holds none of that: a
 // relay host built from it alone behaves.
 //
 // It records what a relay host would see: per connection, whether TLS was
-// used, every AUTH attempt (mechanism, username, outcome; never the
+// used (and the client certificate's name), every AUTH attempt (mechanism, username, outcome; never the
 // password) and every MAIL command with whether the connection was
 // authenticated at that moment; and every accepted message. Accessors
 // return copies. Counting is cheap (an atomic counter); with CountOnly no
@@ -60,6 +61,12 @@ type Config struct {
 	// Certificate, if set, is served instead of one that CA issues (CA is
 	// still what CAPEM returns).
 	Certificate *tls.Certificate
+	// ClientCAs, if set, makes the TLS handshake ask clients for a
+	// certificate and verify one against these roots (a client may send
+	// none; one that does not verify fails the handshake). A session with
+	// a verified certificate is offered AUTH EXTERNAL, which logs it in
+	// as the certificate's subject common name.
+	ClientCAs *x509.CertPool
 	// AllowInsecureAuth offers and accepts AUTH on a connection without TLS.
 	AllowInsecureAuth bool
 	// RequireAuth answers MAIL on an unauthenticated session with
@@ -169,6 +176,9 @@ func Start(cfg Config) (*Server, error) {
 		cert = &c
 	}
 	s.tlsConf = &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12}
+	if cfg.ClientCAs != nil {
+		s.tlsConf.ClientCAs, s.tlsConf.ClientAuth = cfg.ClientCAs, tls.VerifyClientCertIfGiven
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

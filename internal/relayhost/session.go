@@ -19,8 +19,11 @@ type backend struct{ s *Server }
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	sess := &session{s: b.s, conn: c}
 	raw := c.Conn()
-	if _, ok := raw.(*tls.Conn); ok {
+	if tc, ok := raw.(*tls.Conn); ok {
 		sess.tls = true
+		if st := tc.ConnectionState(); len(st.VerifiedChains) > 0 {
+			sess.certCN = st.PeerCertificates[0].Subject.CommonName
+		}
 	}
 	if rc := recConnOf(raw); rc != nil {
 		sess.rc = rc
@@ -30,6 +33,9 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	b.s.rec.update(sess.id, func(r *Session) {
 		r.Helo = helo
 		r.TLS = r.TLS || sess.tls
+		if sess.certCN != "" {
+			r.ClientCert = sess.certCN
+		}
 	})
 	return sess, nil
 }
@@ -41,6 +47,9 @@ type session struct {
 	rc   *Conn
 	id   int
 	tls  bool
+	// certCN is the subject common name of the client's verified
+	// certificate, "" for none.
+	certCN string
 
 	user   string // authenticated username, "" if none
 	from   string
@@ -63,6 +72,9 @@ func (ss *session) authWithdrawn() bool {
 func (ss *session) AuthMechanisms() []string {
 	if ss.authWithdrawn() || !ss.authAllowed() {
 		return nil
+	}
+	if ss.certCN != "" {
+		return []string{sasl.Plain, sasl.Login, sasl.External}
 	}
 	return []string{sasl.Plain, sasl.Login}
 }
@@ -89,6 +101,11 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 			a.attempt.Username = username
 			return ss.check(username, password)
 		}}
+	case sasl.External:
+		a.inner = sasl.NewExternalServer(func(identity string) error {
+			a.attempt.Username = ss.certCN
+			return ss.external(identity)
+		})
 	default:
 		return nil, a.finish(smtp.ErrAuthUnknownMechanism)
 	}
@@ -108,6 +125,22 @@ func (ss *session) check(username, password string) error {
 		return smtp.ErrAuthFailed
 	}
 	ss.user = username
+	return nil
+}
+
+// external logs in as the client certificate's common name, unless the
+// faults force the AUTH reply: with no certificate, or an authorization
+// identity other than that name, the login fails.
+func (ss *session) external(identity string) error {
+	if f := ss.s.faults; f != nil {
+		if r := f.AuthReply(); r != nil {
+			return r
+		}
+	}
+	if ss.certCN == "" || (identity != "" && identity != ss.certCN) {
+		return smtp.ErrAuthFailed
+	}
+	ss.user = ss.certCN
 	return nil
 }
 

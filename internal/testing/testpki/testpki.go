@@ -131,3 +131,10 @@ func (c Cert) LegacyKeyPEM(t testing.TB) string {
 	t.Fatalf("testpki: no legacy form for %T", c.Key)
 	return ""
 }
+
+// Pool returns a pool holding only c, as a relay's client CA.
+func (c Cert) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.Cert)
+	return p
+}

@@ -12,6 +12,7 @@
 package upstream
 
 import (
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"sync"
@@ -70,6 +71,9 @@ type Config struct {
 	Hostname string
 	TLS      TLSMode
 	CA       *CA
+	// ClientCAs is relayhost.Config's: verify client certificates against
+	// these, and offer EXTERNAL to a client that showed one.
+	ClientCAs *x509.CertPool
 	// UntrustedCert serves a certificate signed by a second, fresh CA that
 	// CAPEM does not return, so a client trusting CAPEM fails verification.
 	UntrustedCert bool
@@ -197,7 +201,7 @@ func Start(cfg Config) (*Server, error) {
 	b := cfg.Behavior
 	s.behavior.Store(&b)
 	rc := relayhost.Config{
-		Addr: cfg.Addr, Hostname: cfg.Hostname, TLS: cfg.TLS, CA: cfg.CA,
+		Addr: cfg.Addr, Hostname: cfg.Hostname, TLS: cfg.TLS, CA: cfg.CA, ClientCAs: cfg.ClientCAs,
 		AllowInsecureAuth: cfg.AllowInsecureAuth, RequireAuth: b.RequireAuth, Accounts: cfg.Accounts,
 		DiscardBodies: cfg.DiscardBodies, CountOnly: cfg.CountOnly, SMTPUTF8: cfg.SMTPUTF8, MaxMessageBytes: cfg.MaxMessageBytes,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, Logger: cfg.Logger,
