@@ -22,6 +22,7 @@ import (
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/internal/roots"
 	"github.com/sealrelay/sealrelay/secrets"
+	"github.com/sealrelay/sealrelay/secrets/oauth"
 )
 
 // Agent is one running sealrelay: listener, spool, delivery and the
@@ -37,6 +38,9 @@ type Agent struct {
 	ln    net.Listener
 	reg   *prometheus.Registry
 	drop  *maildrop.Pickup
+
+	tokens *oauth.Tokens  // access tokens of oauth2 credentials, in memory
+	keeper *refreshKeeper // what becomes of rotated refresh tokens
 
 	closeOnce sync.Once
 	svc       atomic.Pointer[service] // set while Run runs under systemd (service.go)
@@ -67,11 +71,14 @@ func New(cfg *config.Config, src secrets.Source, opt Options) (*Agent, error) {
 		PollInterval: cfg.Credentials.Vault.PollInterval.Duration,
 		Logger:       log.With("component", "credentials"),
 	})
+	a.keeper = newRefreshKeeper(src, a.store, log.With("component", "oauth2"))
+	a.tokens = a.keeper.newTokens()
 	a.deliv, err = deliver.New(deliver.Options{
 		Hostname:    cfg.Hostname,
 		Relays:      relays,
 		Routes:      DeliverRoutes(cfg),
 		Credentials: a.store,
+		Tokens:      a.tokens,
 		Logger:      log.With("component", "deliver"),
 	})
 	if err != nil {
@@ -271,6 +278,10 @@ func (a *Agent) closeParts() {
 		}
 		if a.deliv != nil {
 			a.deliv.Close()
+		}
+		if a.tokens != nil {
+			a.tokens.Close()
+			a.keeper.close()
 		}
 		if a.queue != nil {
 			a.queue.Close()

@@ -29,6 +29,7 @@ func Check(ctx context.Context, cfg *config.Config, src secrets.Source, log *slo
 		return nil, err
 	}
 	var dc deliver.Credentials
+	var tokens deliver.Tokens
 	if src != nil {
 		store := secrets.NewStore(src, cfg.CredentialNames(), secrets.StoreOptions{Logger: log})
 		cc := CredentialCheck{Source: src.String(), StartErr: store.Start(ctx)}
@@ -38,8 +39,13 @@ func Check(ctx context.Context, cfg *config.Config, src secrets.Source, log *slo
 			creds(cc)
 		}
 		dc = store
+		keeper := newRefreshKeeper(src, store, log)
+		tk := keeper.newTokens()
+		defer keeper.close()
+		defer tk.Close()
+		tokens = tk
 	}
-	d, err := deliver.New(deliver.Options{Hostname: cfg.Hostname, Relays: relays, Credentials: dc, Logger: log})
+	d, err := deliver.New(deliver.Options{Hostname: cfg.Hostname, Relays: relays, Credentials: dc, Tokens: tokens, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,15 @@ func (a *Agent) registry() *prometheus.Registry {
 	counter("deliver_connections_opened_total", "Relay connections opened.", func() uint64 { return a.deliv.Stats().ConnectionsOpened })
 	counter("deliver_connections_reused_total", "Pooled relay connections reused.", func() uint64 { return a.deliv.Stats().ConnectionsReused })
 
+	counter("oauth2_token_requests_total", "Requests to OAuth2 token endpoints (access tokens are reused until shortly before they expire).",
+		func() uint64 { return a.tokens.Stats().Requests })
+	counter("oauth2_token_failures_total", "Token requests that gave no access token: the endpoint refused or did not answer.",
+		func() uint64 { return a.tokens.Stats().Failures })
+	counter("oauth2_token_refreshes_ahead_total", "Token requests made in the background while the current token was still in use.",
+		func() uint64 { return a.tokens.Stats().AheadOfTime })
+	counter("oauth2_refresh_token_rotations_total", "New refresh tokens an identity provider returned (written back to Vault, else kept in memory).",
+		func() uint64 { return a.tokens.Stats().Rotations })
+
 	counter("credentials_loads_total", "Successful credential reads from the source.", func() uint64 { return a.store.Stats().Loads })
 	counter("credentials_load_failures_total", "Failed credential reads; the previous credentials were kept.", func() uint64 { return a.store.Stats().LoadFailures })
 	counter("credentials_changes_total", "Credentials whose username or password changed.", func() uint64 { return a.store.Stats().Changes })

@@ -153,6 +153,38 @@ func TestCredentialAccessors(t *testing.T) {
 	}
 }
 
+// WithRefreshToken replaces only the refresh token (and the generation)
+// of the delegated form, and refuses an entry without one, naming it.
+func TestWithRefreshToken(t *testing.T) {
+	var gmail, m365 Credential
+	for _, f := range kindFixtures(t) {
+		switch f.name {
+		case "oauth2 refresh token":
+			gmail = f.cred
+		case "oauth2 client secret":
+			m365 = f.cred
+		}
+	}
+	got, err := gmail.WithRefreshToken("rotated-" + secretRefresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RefreshToken() != "rotated-"+secretRefresh || got.ClientSecret() != gmail.ClientSecret() || got.Name != gmail.Name ||
+		got.Username != gmail.Username || !slices.Equal(withoutGeneration(got.Fields()), withoutGeneration(gmail.Fields())) ||
+		got.Generation == gmail.Generation || !ValidGeneration(got.Generation) || got.Version != "" {
+		t.Errorf("WithRefreshToken: %v, from %v", got, gmail)
+	}
+	for _, c := range []Credential{m365, NewCredential("primary", "u", secretPassword, "")} {
+		if _, err := c.WithRefreshToken("x-" + secretRefresh); err == nil || err.Error() != fmt.Sprintf("credential %q has no refresh token to replace", c.Name) {
+			t.Errorf("WithRefreshToken on %s: %v", c.Kind(), err)
+		}
+	}
+}
+
+func withoutGeneration(fs []Field) []Field {
+	return slices.DeleteFunc(fs, func(f Field) bool { return f.Key == KeyGeneration })
+}
+
 // SameSecret tells any change that matters to authentication, and none
 // that does not (name, version, generation).
 func TestCredentialSameSecret(t *testing.T) {

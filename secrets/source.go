@@ -42,6 +42,18 @@ type Starter interface {
 	Start(ctx context.Context) error
 }
 
+// RefreshTokenWriter is implemented by sources that can keep a refresh
+// token the identity provider rotated (Vault; docs/credentials.md,
+// "Rotated refresh tokens"). WriteRefreshToken writes cur's entry again
+// with its refresh token replaced by token, as a new version, only if the
+// entry is still at cur's version, so that a newer version an operator
+// wrote is never overwritten; it returns the new version. Its errors name
+// the entry, never a secret.
+type RefreshTokenWriter interface {
+	Source
+	WriteRefreshToken(ctx context.Context, cur Credential, token string) (string, error)
+}
+
 // ErrNotFound is wrapped by Fetch errors for an entry the source does not
 // hold.
 var ErrNotFound = errors.New("no such credential entry")

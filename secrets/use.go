@@ -55,6 +55,22 @@ func (c Credential) OAuth2() (oauth.Config, error) {
 	return cfg, nil
 }
 
+// WithRefreshToken returns a copy of an oauth2 entry of the delegated
+// form with its refresh token replaced by token (one the identity
+// provider rotated) and a new generation, checked as ParseEntry checks an
+// entry. Its Version is empty: it is not written anywhere yet.
+func (c Credential) WithRefreshToken(token string) (Credential, error) {
+	if c.Kind() != KindOAuth2 || c.RefreshToken() == "" {
+		return Credential{}, fmt.Errorf("credential %q has no refresh token to replace", c.Name)
+	}
+	data := map[string]any{}
+	for _, f := range c.RevealEntry() {
+		data[f.Key] = f.Value
+	}
+	data[KeyRefreshToken], data[KeyGeneration] = token, NewGeneration()
+	return ParseEntry(c.Name, data)
+}
+
 // TokenEndpoint returns an oauth2 entry's token endpoint: its token_url,
 // or its provider's; "" for other kinds. It needs no secret, so listings
 // show it.

@@ -97,7 +97,7 @@ type Credentials struct {
 	Source     string `toml:"source" doc:"age (a sealed credential file) or vault."`
 	Identity   string `toml:"identity" doc:"This server's age identity, which unseals the credentials: an identity file, or \"credential:NAME\" for the systemd credential NAME, read from $CREDENTIALS_DIRECTORY (LoadCredential= or LoadCredentialEncrypted=). A key held by an age plugin (an AGE-PLUGIN-... line) is used through age-plugin-NAME on $PATH. Used with source = \"age\", and with sealed Vault values."`
 	File       string `toml:"file" doc:"The sealed credential file, with source = \"age\"."`
-	Recipients string `toml:"recipients" doc:"The recipient list, for creds set --vault with sealed values."`
+	Recipients string `toml:"recipients" doc:"The recipient list, for creds set --vault with sealed values, and for the agent to seal a refresh token the identity provider rotated before it writes it back to Vault."`
 	Vault      Vault  `toml:"vault" doc:"With source = \"vault\": the Vault holding the credentials. Entry NAME is read from <mount>/data/<path>/NAME, with the keys username and password."`
 }
 

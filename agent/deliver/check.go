@@ -30,6 +30,9 @@ type CheckResult struct {
 	// Warning is set under auth = enabled when AUTH failed and deliveries
 	// would go on without it.
 	Warning string
+	// Token is the token step of an oauth2 credential, tried before the
+	// connection; nil for other kinds.
+	Token *TokenCheck
 	// Err says what failed; it is a *ConnError.
 	Err error
 }
@@ -71,7 +74,8 @@ func (c CheckResult) String() string {
 func (d *Deliverer) Check(ctx context.Context) []CheckResult {
 	out := make([]CheckResult, len(d.relays))
 	for i, r := range d.relays {
-		res := CheckResult{Relay: r.cfg.Name, Address: r.cfg.Address, Policy: r.cfg.Auth, ClientCertificate: r.cfg.ClientCertificate}
+		res := CheckResult{Relay: r.cfg.Name, Address: r.cfg.Address, Policy: r.cfg.Auth, ClientCertificate: r.cfg.ClientCertificate,
+			Token: r.checkToken(ctx)}
 		cn, est, err := r.establish(ctx)
 		if err == nil && r.cfg.ClientCertificate != "" && !cn.authed {
 			if err = cn.checkRelaying(ctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealrelay/sealrelay/agent/deliver/sasl"
@@ -357,6 +358,9 @@ func (r *relay) authenticate(ctx context.Context, cnp **conn) error {
 		cn.credUse = credUnavailable
 		return &ConnError{StageAuth, fmt.Errorf("not attempted: %w", err)}
 	}
+	if cred.Kind() == secrets.KindOAuth2 {
+		return r.authenticateBearer(ctx, cnp, cred)
+	}
 	for retried := false; ; retried = true {
 		mech, err := r.canAuth(cn, cred)
 		if err != nil {
@@ -417,9 +421,14 @@ func (cn *conn) auth(ctx context.Context, mech string, cred secrets.Credential) 
 	if err != nil {
 		return err
 	}
+	return cn.exchange(ctx, mech, cred, client)
+}
+
+// exchange runs AUTH with client, which speaks mech with cred's secret.
+func (cn *conn) exchange(ctx context.Context, mech string, cred secrets.Credential, client gosasl.Client) error {
 	cn.mech, cn.cred, cn.credUse = mech, cred, credUsed
 	done := cn.watch(ctx)
-	err = cn.c.Auth(client)
+	err := cn.c.Auth(client)
 	done()
 	if err == nil {
 		// SCRAM: the relay must have proved it knows the password.

@@ -7,8 +7,9 @@
 // or none; certificates always verified; a TLS client certificate read
 // from the credential store at each handshake), the AUTH policy of
 // docs/auth.md (required, enabled, disabled) with its SASL mechanisms
-// (the strongest configured one the relay offers), and a per-relay pool
-// of authenticated connections reused across messages.
+// (the strongest configured one the relay offers; XOAUTH2 and OAUTHBEARER
+// for oauth2 credentials, with access tokens from a Tokens cache), and a
+// per-relay pool of authenticated connections reused across messages.
 //
 // It promises:
 //   - AUTH is never sent on a connection without TLS unless the relay sets
@@ -24,9 +25,12 @@
 //     result with the time to come back;
 //   - a non-ASCII address goes only to a relay that offers SMTPUTF8;
 //     to another it fails for good with 5.6.7 (no downgrade);
-//   - no error, log line or result holds a password or a SASL payload: the
-//     text of a relay's reply to AUTH, which may quote the payload, is
-//     replaced by a fixed description of its code.
+//   - no error, log line or result holds a password, an access token or a
+//     SASL payload: the text of a relay's reply to AUTH, which may quote
+//     the payload, is replaced by a fixed description of its code;
+//   - an access token that cannot be had (the token endpoint down or
+//     refusing) defers, and is logged once per run of failures, not per
+//     message.
 package deliver
 
 import (
@@ -148,6 +152,9 @@ type Options struct {
 	Routes []Route
 	// Credentials is required when a relay names a Credential.
 	Credentials Credentials
+	// Tokens gets the access tokens of oauth2 credentials; default: a
+	// cache of the Deliverer's own, closed by Close.
+	Tokens Tokens
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -190,6 +197,7 @@ type Deliverer struct {
 	relays   []*relay
 	routes   []*route
 	st       counters
+	tok      tokenUse
 
 	closed    atomic.Bool
 	stop      chan struct{}
@@ -209,6 +217,7 @@ func New(opt Options) (*Deliverer, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
+	d.tok.init(opt.Tokens, d.log)
 	if d.hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -395,6 +404,7 @@ func (d *Deliverer) Close() error {
 			}
 		}
 		wg.Wait()
+		d.tok.close()
 	})
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/agent/spool"
 	"github.com/sealrelay/sealrelay/secrets"
+	"github.com/sealrelay/sealrelay/secrets/oauth"
 )
 
 // The reasons a recipient was not delivered, a small fixed set that logs
@@ -21,6 +22,7 @@ const (
 	ReasonTLS         = "tls"                     // STARTTLS missing or refused, handshake or verification failed
 	ReasonAuth        = "auth"                    // the auth policy could not be met, or the relay refused the credential
 	ReasonCredentials = "credentials_unavailable" // the credential could not be read from its source
+	ReasonToken       = "oauth2_token"            // no OAuth2 access token: the token endpoint refused or did not answer
 	ReasonRelay4xx    = "relay_4xx"               // the relay answered with a temporary failure
 	ReasonRelay5xx    = "relay_5xx"               // the relay answered with a permanent failure
 	ReasonNetwork     = "network"                 // the connection broke or timed out after it was set up
@@ -32,7 +34,7 @@ const (
 
 // Reasons lists every reason, for metrics that show each from the start.
 func Reasons() []string {
-	return []string{ReasonConnect, ReasonTLS, ReasonAuth, ReasonCredentials, ReasonRelay4xx, ReasonRelay5xx,
+	return []string{ReasonConnect, ReasonTLS, ReasonAuth, ReasonCredentials, ReasonToken, ReasonRelay4xx, ReasonRelay5xx,
 		ReasonNetwork, ReasonSMTPUTF8, ReasonLocal, ReasonShutdown, ReasonOther}
 }
 
@@ -83,6 +85,9 @@ func stageReason(ce *ConnError) string {
 	case StageAuth:
 		if !isReply && errors.Is(ce.Err, secrets.ErrUnavailable) {
 			return ReasonCredentials
+		}
+		if te := (*oauth.TokenError)(nil); !isReply && errors.As(ce.Err, &te) {
+			return ReasonToken
 		}
 		return ReasonAuth
 	case StageConnect:

@@ -52,6 +52,9 @@ func cmdCheck(e *env, args []string) error {
 	}
 	failed := 0
 	for _, r := range results {
+		if r.Token != nil {
+			fmt.Fprintf(e.stdout, "relay %s (%s): %s\n", r.Relay, r.Address, r.Token)
+		}
 		fmt.Fprintln(e.stdout, r.String())
 		if !r.OK && (r.Policy == deliver.AuthRequired || r.ClientCertificate != "") {
 			failed++

@@ -52,10 +52,17 @@ func openVault(cfg *config.Config, log *slog.Logger) (*vault.Source, error) {
 	cr := cfg.Credentials
 	v := cr.Vault
 	var id *keys.Identity
+	var rl *keys.RecipientList
 	if v.Sealed {
 		var err error
 		if id, err = loadIdentity(cfg, log); err != nil {
 			return nil, err
+		}
+		// To seal refresh tokens the provider rotates, written back.
+		if cr.Recipients != "" {
+			if rl, err = keys.LoadRecipients(cr.Recipients); err != nil {
+				return nil, fmt.Errorf("%s: credentials.recipients: %w", cfg.File, err)
+			}
 		}
 	}
 	src, err := vault.New(vault.Config{
@@ -74,6 +81,7 @@ func openVault(cfg *config.Config, log *slog.Logger) (*vault.Source, error) {
 		CAFile:          v.CAFile,
 		Sealed:          v.Sealed,
 		Identity:        id,
+		Recipients:      rl,
 		Timeout:         v.Timeout.Duration,
 		AgentsPath:      v.AgentsPath,
 		Report:          v.ReportGenerations,

@@ -27,7 +27,10 @@
 //     one request. A failed background refresh is logged once per run of
 //     failures, and the cached token is used until it is past use.
 //   - A changed credential (another secret, key, scope, or Version) drops
-//     the cached token; Invalidate drops it after the relay refused it.
+//     the cached token; Invalidate drops it after the relay refused it. For
+//     the refresh-token form, a new Version that changes nothing else and
+//     carries the given or the rotated refresh token (written back) is the
+//     same credential.
 //   - Rotated refresh tokens: when the endpoint returns a new refresh token,
 //     Tokens uses it for every later refresh (the old one may be void) and
 //     reports it once through Options.OnRefreshToken. A config that still

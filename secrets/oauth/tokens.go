@@ -207,6 +207,9 @@ func (t *Tokens) entryFor(name string, cfg Config) (*entry, error) {
 	if e := t.entries[name]; e != nil && e.sameConfig(cfg) {
 		return e, nil
 	}
+	if e := t.entries[name]; e != nil && e.sameButVersion(cfg) {
+		return e, nil
+	}
 	r, sig, err := cfg.resolve()
 	if err != nil {
 		return nil, err
@@ -226,6 +229,22 @@ func (e *entry) sameConfig(cfg Config) bool {
 		g.KeyID == cfg.KeyID && g.Version == cfg.Version && slices.Equal(g.Scopes, cfg.Scopes) &&
 		g.ClientSecret.Equal(cfg.ClientSecret) && g.PrivateKey.Equal(cfg.PrivateKey) &&
 		(g.RefreshToken.Equal(cfg.RefreshToken) || e.refresh.Equal(cfg.RefreshToken))
+}
+
+// sameButVersion reports whether cfg is e's credential of the
+// refresh-token form at another Version, carrying the refresh token e was
+// given or the rotated one in use: the source wrote the rotated one back
+// (Vault), or its file changed elsewhere (an age file's version is the
+// whole file's). The entry is kept, its token and rotated refresh token
+// with it: dropping it would go back to a refresh token the provider may
+// have voided, and make each write-back rotate the refresh token again.
+func (e *entry) sameButVersion(cfg Config) bool {
+	if e.refresh.IsZero() {
+		return false
+	}
+	g := e.given
+	g.Version = cfg.Version
+	return (&entry{given: g, refresh: e.refresh}).sameConfig(cfg)
 }
 
 // startFetch starts a token request for e in the background. t.mu is

@@ -154,6 +154,43 @@ func TestRefreshTokenRotation(t *testing.T) {
 		"revoked-refresh", "rotated-refresh", "original-refresh", testSecret, "ya29.access")
 }
 
+// A rotated refresh token written back by the source comes back as a new
+// Version carrying it, and an age file changed elsewhere as a new Version
+// carrying the original: either way the cached token is kept (no
+// request), and the next refresh uses the rotated token. A later Version
+// that changes something else drops the cached token.
+func TestRefreshTokenWrittenBack(t *testing.T) {
+	const first = "1//original-refresh-0123456789"
+	srv := startRefreshServer(t, first, true)
+	tk, _ := newTokens(t, Options{})
+	cfg := Config{Provider: "google", TokenURL: srv.URL, ClientID: "desktop-client", ClientSecret: NewSecret(testSecret), RefreshToken: NewSecret(first), Version: "1"}
+	ctx := context.Background()
+	if _, _, err := tk.Token(ctx, "gmail", cfg); err != nil {
+		t.Fatal(err)
+	}
+	v2 := cfg
+	v2.Version, v2.RefreshToken = "2", NewSecret("1//rotated-refresh-1-0123456789")
+	reloaded := cfg
+	reloaded.Version = "9"
+	for _, c := range []Config{v2, v2, reloaded} {
+		if tok, _, err := tk.Token(ctx, "gmail", c); err != nil || tok != "ya29.access-1-0123456789" {
+			t.Fatalf("Token at version %s: %q, %v; want the cached token", c.Version, tok, err)
+		}
+	}
+	tk.Invalidate("gmail")
+	if tok, _, err := tk.Token(ctx, "gmail", v2); err != nil || tok != "ya29.access-2-0123456789" {
+		t.Fatalf("Token after Invalidate: %q, %v", tok, err)
+	}
+	v3 := v2
+	v3.Version, v3.RefreshToken, v3.Scopes = "3", NewSecret("1//rotated-refresh-2-0123456789"), []string{"https://mail.google.com/", "openid"}
+	if tok, _, err := tk.Token(ctx, "gmail", v3); err != nil || tok != "ya29.access-3-0123456789" {
+		t.Fatalf("Token with another scope: %q, %v; want a new token", tok, err)
+	}
+	if got := srv.requests(); len(got) != 3 || got[1] != "1//rotated-refresh-1-0123456789" {
+		t.Errorf("refresh tokens sent: %v", got)
+	}
+}
+
 // Without a new refresh token in the answer, nothing is reported and the
 // same refresh token is used again.
 func TestRefreshTokenNotRotated(t *testing.T) {

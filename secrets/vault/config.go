@@ -59,6 +59,10 @@ type Config struct {
 	// [sealed]; Fetch opens it with Identity, Put seals to a recipient list.
 	Sealed   bool
 	Identity *keys.Identity
+	// Recipients, with Sealed, is the recipient list the Source seals
+	// what it writes itself to: a rotated refresh token
+	// (WriteRefreshToken). Nil: it cannot write sealed values.
+	Recipients *keys.RecipientList
 	// Timeout bounds each request to Vault [timeout].
 	Timeout time.Duration
 	// AgentsPath is the folder under the mount where agents report the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sealrelay/sealrelay/internal/testing/peers/vaulttest"
 	"github.com/sealrelay/sealrelay/internal/testing/testlib"
+	"github.com/sealrelay/sealrelay/secrets"
 )
 
 // shared is the Vault dev server the package's tests share. Each test uses
@@ -123,12 +124,18 @@ func start(t *testing.T, s *Source) error {
 // fetchOne fetches name and fails the test on error.
 func fetchOne(t *testing.T, s *Source, name string) (username, password, version string) {
 	t.Helper()
+	c := fetchCred(t, s, name)
+	return c.Username, c.Password(), c.Version
+}
+
+// fetchCred fetches name and fails the test on error.
+func fetchCred(t *testing.T, s *Source, name string) secrets.Credential {
+	t.Helper()
 	got, err := s.Fetch(ctx(t), []string{name})
 	if err != nil {
 		t.Fatalf("Fetch(%s): %v", name, err)
 	}
-	c := got[name]
-	return c.Username, c.Password(), c.Version
+	return got[name]
 }
 
 // ctx returns a context bounded in time that ends with the test.

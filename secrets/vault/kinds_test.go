@@ -166,3 +166,75 @@ func TestKindsByHand(t *testing.T) {
 		t.Error("the error quotes the secret")
 	}
 }
+
+// A refresh token the provider rotated is written back as a new version:
+// sealed with Sealed, with a new generation and everything else kept,
+// and only over the version it was read at (check-and-set). Without a
+// recipient list a sealed source refuses, as it does for a password or
+// client-credentials entry; no error holds the token.
+func TestWriteRefreshToken(t *testing.T) {
+	t.Parallel()
+	ours, oursList := identity(t, "ours")
+	const (
+		first   = "vk-refresh-original-1a2b"
+		rotated = "vk-refresh-rotated-3c4d"
+		again   = "vk-refresh-again-5e6f"
+	)
+	gmail, err := secrets.ParseEntry("gmail", map[string]any{"kind": "oauth2", "username": "relay@example.com", "provider": "google",
+		"client_id": "cid-2", "client_secret": "vk-client-secret-2b", "refresh_token": first, "generation": secrets.NewGeneration()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			cfg, rl := Config{Sealed: sealed}, oursList
+			if sealed {
+				cfg.Identity, cfg.Recipients = ours, oursList
+			} else {
+				rl = nil
+			}
+			s, logs, path := tokenSource(t, cfg)
+			logs.forbid(first, rotated, again, "vk-client-secret-2b")
+			if _, err := s.PutCredential(ctx(t), gmail, rl); err != nil {
+				t.Fatal(err)
+			}
+			cur := fetchCred(t, s, "gmail")
+			v, err := s.WriteRefreshToken(ctx(t), cur, rotated)
+			if err != nil || v != "2" {
+				t.Fatalf("WriteRefreshToken = %q, %v; want version 2", v, err)
+			}
+			got := fetchCred(t, s, "gmail")
+			if got.RefreshToken() != rotated || got.ClientSecret() != cur.ClientSecret() || got.Username != cur.Username ||
+				got.Field(secrets.KeyProvider) != "google" || got.Generation == cur.Generation || got.Version != "2" {
+				t.Errorf("read back: %v", got)
+			}
+			raw, err := shared.Client.KVv2(vaulttest.KVMount).Get(context.Background(), path+"/gmail")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored, _ := raw.Data["refresh_token"].(string); isArmored(stored) != sealed || (sealed && strings.Contains(stored, rotated)) {
+				t.Errorf("the rotated refresh token is stored as %.30q (sealed = %v)", stored, sealed)
+			}
+
+			// cur is at version 1: writing after it would undo version 2.
+			_, err = s.WriteRefreshToken(ctx(t), cur, again)
+			wantErr(t, err, "secret/data/"+path+"/gmail", "check-and-set")
+			if fetchCred(t, s, "gmail").RefreshToken() != rotated {
+				t.Error("a write over an older version went through")
+			}
+			if err != nil && strings.Contains(fmt.Sprintf("%v %+v", err, err), again) {
+				t.Error("the error holds the token")
+			}
+		})
+	}
+
+	t.Run("sealed without recipients", func(t *testing.T) {
+		t.Parallel()
+		s, _, _ := tokenSource(t, Config{Sealed: true, Identity: ours})
+		if _, err := s.PutCredential(ctx(t), gmail, oursList); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.WriteRefreshToken(ctx(t), fetchCred(t, s, "gmail"), rotated)
+		wantErr(t, err, `credential "gmail": sealed = true and no recipient list to seal the refresh token to (credentials.recipients)`)
+	})
+}

@@ -198,15 +198,49 @@ func (s *Source) Put(ctx context.Context, name, username, password string, recip
 // meant to be sealed is never stored in clear. An entry that ParseEntry
 // would refuse is refused.
 func (s *Source) PutCredential(ctx context.Context, c secrets.Credential, recipients *keys.RecipientList) (int, error) {
+	return s.put(ctx, c, recipients)
+}
+
+// WriteRefreshToken writes a refresh token the identity provider rotated
+// back to the entry cur came from (secrets.RefreshTokenWriter): a new KV
+// version holding cur with the new token and a new generation, its
+// secrets sealed to Config.Recipients with Sealed, written with
+// check-and-set at cur's version so that a version written meanwhile is
+// never overwritten. The token needs the create and update capabilities
+// on the entry's data path besides read. It returns the new version.
+func (s *Source) WriteRefreshToken(ctx context.Context, cur secrets.Credential, token string) (string, error) {
+	ver, err := strconv.Atoi(cur.Version)
+	if err != nil {
+		return "", fmt.Errorf("vault: credential %q has no KV version to write after", cur.Name)
+	}
+	next, err := cur.WithRefreshToken(token)
+	if err != nil {
+		return "", err
+	}
+	if s.cfg.Sealed && s.cfg.Recipients == nil {
+		return "", fmt.Errorf("vault: credential %q: sealed = true and no recipient list to seal the refresh token to (credentials.recipients)", cur.Name)
+	}
+	var rl *keys.RecipientList
+	if s.cfg.Sealed {
+		rl = s.cfg.Recipients
+	}
+	v, err := s.put(ctx, next, rl, api.WithCheckAndSet(ver))
+	if err != nil {
+		return "", err
+	}
+	return strconv.Itoa(v), nil
+}
+
+func (s *Source) put(ctx context.Context, c secrets.Credential, recipients *keys.RecipientList, opts ...api.KVOption) (int, error) {
 	p, err := s.entry(c.Name)
 	if err != nil {
 		return 0, err
 	}
-	return s.putAt(ctx, p, c, recipients)
+	return s.putAt(ctx, p, c, recipients, opts...)
 }
 
 // putAt writes c to the KV path p under the mount, as PutCredential says.
-func (s *Source) putAt(ctx context.Context, p string, c secrets.Credential, recipients *keys.RecipientList) (int, error) {
+func (s *Source) putAt(ctx context.Context, p string, c secrets.Credential, recipients *keys.RecipientList, opts ...api.KVOption) (int, error) {
 	dataPath := s.cfg.Mount + "/data/" + p
 	switch {
 	case s.cfg.Sealed && recipients == nil:
@@ -232,17 +266,17 @@ func (s *Source) putAt(ctx context.Context, p string, c secrets.Credential, reci
 			data[f.Key] = f.Value
 		}
 	}
-	return s.putData(ctx, p, data)
+	return s.putData(ctx, p, data, opts...)
 }
 
 // putData writes data as a new version of the KV path p under the mount
-// and returns the version.
-func (s *Source) putData(ctx context.Context, p string, data map[string]any) (int, error) {
+// (with opts: only over a given version) and returns the version.
+func (s *Source) putData(ctx context.Context, p string, data map[string]any, opts ...api.KVOption) (int, error) {
 	dataPath := s.cfg.Mount + "/data/" + p
 	var kv *api.KVSecret
 	err := s.call(ctx, dataPath, func(cl *api.Client) error {
 		var err error
-		kv, err = cl.KVv2(s.cfg.Mount).Put(ctx, p, data)
+		kv, err = cl.KVv2(s.cfg.Mount).Put(ctx, p, data, opts...)
 		return err
 	})
 	if err != nil {

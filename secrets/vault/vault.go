@@ -16,6 +16,13 @@
 // is an error that says so. Several addresses may be given: a node that
 // cannot be reached (or is sealed) makes the Source try the next.
 //
+// The Source writes to Vault only when asked: PutCredential (`creds set
+// --vault`), and WriteRefreshToken, which keeps a refresh token the
+// identity provider rotated as a new version of its entry, sealed with
+// Sealed, written with check-and-set so that it never overwrites a newer
+// version (secrets.RefreshTokenWriter; the token needs the create and
+// update capabilities on the data path).
+//
 // Promises: no token, secret ID, JWT or entry value appears in a log line,
 // an error or a file written by this package. Files holding a token, role
 // ID, secret ID or JWT are refused if group or others can read them, and
@@ -37,7 +44,7 @@ import (
 )
 
 // Source reads credential entries from Vault. It implements
-// secrets.VersionSource. Its methods are safe for concurrent use.
+// secrets.VersionSource and secrets.RefreshTokenWriter. Its methods are safe for concurrent use.
 type Source struct {
 	cfg     Config
 	log     *slog.Logger

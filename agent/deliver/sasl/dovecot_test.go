@@ -70,7 +70,7 @@ func authenticate(t *testing.T, r *dovecot.Relay, a gosasl.Client) (*smtp.Client
 func relayed(t *testing.T, r *dovecot.Relay, c *smtp.Client, mech, user string) {
 	t.Helper()
 	before := r.Upstream.Count()
-	logins := countLogins(r, mech, user)
+	logins := r.Logins(mech, user)
 	id := fmt.Sprintf("<%d.%s@sasl.test>", time.Now().UnixNano(), strings.ToLower(mech))
 	msg := "From: app@client.test\r\nTo: user@example.net\r\nMessage-ID: " + id + "\r\n\r\nHello.\r\n"
 	if err := c.SendMail("app@client.test", []string{"user@example.net"}, strings.NewReader(msg)); err != nil {
@@ -80,21 +80,11 @@ func relayed(t *testing.T, r *dovecot.Relay, c *smtp.Client, mech, user string) 
 	if err := r.Upstream.WaitMessages(before+1, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); countLogins(r, mech, user) == logins; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); r.Logins(mech, user) == logins; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("Postfix logged no session with sasl_method=%s, sasl_username=%s: %+v", mech, strings.ToLower(user), r.Postfix.SASLLogins())
 		}
 	}
-}
-
-func countLogins(r *dovecot.Relay, mech, user string) int {
-	n := 0
-	for _, l := range r.Postfix.SASLLogins() {
-		if l.Method == mech && l.Username == strings.ToLower(user) {
-			n++
-		}
-	}
-	return n
 }
 
 // refused checks that err is the relay's 535 and holds none of secrets.

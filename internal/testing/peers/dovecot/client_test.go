@@ -141,7 +141,7 @@ func mustRelay(t *testing.T, r *Relay, mech, user, secret, what string) {
 		t.Errorf("AUTH %s with %s: %v, want 235", mech, what, err)
 		return
 	}
-	before, logins := r.Upstream.Count(), countLogins(r, mech, user)
+	before, logins := r.Upstream.Count(), r.Logins(mech, user)
 	id := fmt.Sprintf("<%d.%s@dovecot.test>", time.Now().UnixNano(), strings.ToLower(mech))
 	msg := "From: app@client.test\r\nTo: user@example.net\r\nMessage-ID: " + id + "\r\n\r\nHello.\r\n"
 	if err := c.SendMail("app@client.test", []string{"user@example.net"}, strings.NewReader(msg)); err != nil {
@@ -151,21 +151,9 @@ func mustRelay(t *testing.T, r *Relay, mech, user, secret, what string) {
 	if err := r.Upstream.WaitMessages(before+1, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); countLogins(r, mech, user) == logins; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); r.Logins(mech, user) == logins; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("Postfix logged no new session with sasl_method=%s, sasl_username=%s; its logins: %+v", mech, strings.ToLower(user), r.Postfix.SASLLogins())
 		}
 	}
-}
-
-// countLogins counts the sessions Postfix logged as authenticated with
-// mech as user (Dovecot lower-cases the name).
-func countLogins(r *Relay, mech, user string) int {
-	n := 0
-	for _, l := range r.Postfix.SASLLogins() {
-		if l.Method == mech && l.Username == strings.ToLower(user) {
-			n++
-		}
-	}
-	return n
 }

@@ -45,6 +45,30 @@ func (r *Relay) Dial(t testing.TB) (*smtp.Client, []string) {
 	return c, strings.Fields(mechs)
 }
 
+// Logins counts the sessions Postfix logged as authenticated with mech as
+// user (Dovecot lower-cases the name).
+func (r *Relay) Logins(mech, user string) int {
+	n := 0
+	for _, l := range r.Postfix.SASLLogins() {
+		if l.Method == mech && l.Username == strings.ToLower(user) {
+			n++
+		}
+	}
+	return n
+}
+
+// StartOAuth2Relay is StartRelay with an oauth2 passdb that accepts the
+// tokens introspectionURL says are active and carry the scope smtp, as
+// the OAuth2 tests use it; it fails the test if Dovecot or Postfix cannot
+// run here.
+func StartOAuth2Relay(t testing.TB, introspectionURL string) *Relay {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Fatal(err)
+	}
+	return StartRelay(t, Config{OAuth2: &OAuth2{IntrospectionURL: introspectionURL, Scope: "smtp"}}, postfixtest.Config{})
+}
+
 // Addr is Postfix's smtpd, host:port on 127.0.0.1.
 func (r *Relay) Addr() string { return r.Postfix.Addr() }
 

@@ -141,10 +141,18 @@ func (s *Server) RotateSecret(t testing.TB, c *Client) string {
 	b := make([]byte, 18)
 	rand.Read(b)
 	secret := "rotated-" + base64.RawURLEncoding.EncodeToString(b)
+	s.SetSecret(t, c, secret)
+	return secret
+}
+
+// SetSecret gives the client the secret secret (at least 6 characters),
+// as RotateSecret does with one of its own: the old one stops working at
+// once, tokens issued before stay active.
+func (s *Server) SetSecret(t testing.TB, c *Client, secret string) {
+	t.Helper()
 	patch := []map[string]string{{"op": "replace", "path": "/client_secret", "value": secret}}
 	s.admin(t, http.MethodPatch, "/admin/clients/"+url.PathEscape(c.ID), patch, http.StatusOK, nil)
 	c.Secret = secret
-	return secret
 }
 
 // Token gets an access token for c with the client_credentials grant,
@@ -251,22 +259,27 @@ func (s *Server) clientRequest(endpoint string, c *Client, form url.Values) (*ht
 // into out (if not nil); any status but want fails the test.
 func (s *Server) admin(t testing.TB, method, path string, body any, want int, out any) {
 	t.Helper()
+	if err := s.adminErr(method, path, body, want, out); err != nil {
+		t.Fatalf("hydra: %s %s: %v", method, path, err)
+	}
+}
+
+// adminErr is admin, returning the error.
+func (s *Server) adminErr(method, path string, body any, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			t.Fatalf("hydra: %v", err)
+			return err
 		}
 		rd = strings.NewReader(string(b))
 	}
 	req, err := http.NewRequest(method, s.AdminURL+path, rd)
 	if err != nil {
-		t.Fatalf("hydra: %v", err)
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if err := s.do(req, want, out); err != nil {
-		t.Fatalf("hydra: %s %s: %v", method, path, err)
-	}
+	return s.do(req, want, out)
 }
 
 func (s *Server) do(req *http.Request, want int, out any) error {

@@ -13,9 +13,15 @@
 // holds (clients, keys, tokens) is gone when it stops.
 //
 // In front of the public API sits a small reverse proxy that belongs to the
-// rig: it only counts token requests (TokenRequests) and can be switched
-// down (Down, Up) so that the token endpoint refuses connections, one fault
-// at a time. The issuer Hydra announces, and so the token endpoint URL a
+// rig: it only counts token requests (TokenRequests), remembers the tokens
+// it saw handed out (IssuedTokens, for secret hygiene checks), and can be
+// switched down (Down, Up) so that the token endpoint refuses connections,
+// one fault at a time.
+//
+// Clients: client_credentials clients with a secret or a key
+// (CreateClient), and delegated clients whose refresh token comes from
+// the authorization code flow, run headless through the admin API
+// (DelegatedClient); Hydra rotates refresh tokens on every use. The issuer Hydra announces, and so the token endpoint URL a
 // private_key_jwt assertion must name as its audience, is the proxy's.
 package hydra
 
@@ -245,6 +251,11 @@ func (s *Server) Log() string {
 // TokenRequests is how many requests reached the token endpoint through
 // the proxy (TokenURL) since Start, refused ones while Down not counted.
 func (s *Server) TokenRequests() int { return s.proxy.count() }
+
+// IssuedTokens are the access and refresh tokens the token endpoint
+// handed out through the proxy (TokenURL) since Start, for tests that
+// look for them where they must not be.
+func (s *Server) IssuedTokens() []string { return s.proxy.issuedTokens() }
 
 // Down makes TokenURL (every URL through the proxy) refuse connections,
 // as an unreachable token endpoint does, and drops open ones. Hydra itself

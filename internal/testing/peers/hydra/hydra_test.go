@@ -210,3 +210,41 @@ func TestDownUp(t *testing.T) {
 		t.Errorf("Hydra's admin port still answers after Stop")
 	}
 }
+
+// The delegated form: a refresh token from the authorization code flow
+// gets an access token for the subject at TokenURL, and a new refresh
+// token each time (rotation): the used one is void. IssuedTokens holds
+// what the proxy saw handed out.
+func TestDelegatedClient(t *testing.T) {
+	s := Start(t, Options{})
+	d := s.DelegatedClient(t, "relay@example.test", "smtp")
+	if d.RefreshToken == "" || d.Secret == "" {
+		t.Fatal("no refresh token or client secret")
+	}
+	refresh := func(rt string) (access, next string, err error) {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+		req, err := s.clientRequest(s.TokenURL, d.Client, form)
+		if err != nil {
+			return "", "", err
+		}
+		var out struct {
+			Access  string `json:"access_token"`
+			Refresh string `json:"refresh_token"`
+		}
+		err = s.do(req, http.StatusOK, &out)
+		return out.Access, out.Refresh, err
+	}
+	access, rt1, err := refresh(d.RefreshToken)
+	if err != nil || rt1 == "" || rt1 == d.RefreshToken {
+		t.Fatalf("refresh: %v (new refresh token: %v)", err, rt1 != "" && rt1 != d.RefreshToken)
+	}
+	if in := s.Introspect(t, access); !in.Active || in.Subject != "relay@example.test" || in.Scope != "offline_access smtp" {
+		t.Errorf("introspection %+v, want active for relay@example.test with scope offline_access smtp", in)
+	}
+	if _, _, err := refresh(d.RefreshToken); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("the used refresh token again: %v, want invalid_grant", err)
+	}
+	if got := s.IssuedTokens(); len(got) != 2 || got[0] != access || got[1] != rt1 {
+		t.Errorf("IssuedTokens = %d tokens, want the access token and the new refresh token", len(got))
+	}
+}

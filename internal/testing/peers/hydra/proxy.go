@@ -1,12 +1,17 @@
 package hydra
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 )
@@ -22,6 +27,7 @@ type proxy struct {
 	target *httputil.ReverseProxy
 	srv    *http.Server
 	tokens int
+	issued []string // access and refresh tokens in the token endpoint's answers
 }
 
 // startProxy listens on a free port; requests get 502 until setTarget.
@@ -39,6 +45,7 @@ func (p *proxy) setTarget(publicURL string) {
 	u, _ := url.Parse(publicURL)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{DisableKeepAlives: true}
+	rp.ModifyResponse = p.record
 	p.mu.Lock()
 	p.target = rp
 	p.mu.Unlock()
@@ -62,6 +69,48 @@ func (p *proxy) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	target.ServeHTTP(w, r)
+}
+
+// record keeps the tokens of a token endpoint answer.
+func (p *proxy) record(resp *http.Response) error {
+	if resp.Request.Method != http.MethodPost || resp.Request.URL.Path != "/oauth2/token" || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		if b, err = io.ReadAll(io.LimitReader(zr, 1<<20)); err != nil {
+			return err
+		}
+	}
+	var tok struct {
+		Access  string `json:"access_token"`
+		Refresh string `json:"refresh_token"`
+	}
+	if json.Unmarshal(b, &tok) == nil {
+		p.mu.Lock()
+		for _, s := range []string{tok.Access, tok.Refresh} {
+			if s != "" {
+				p.issued = append(p.issued, s)
+			}
+		}
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+func (p *proxy) issuedTokens() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.issued)
 }
 
 func (p *proxy) count() int {
