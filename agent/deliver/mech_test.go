@@ -34,11 +34,9 @@ func lastLogin(t *testing.T, dr *dovecot.Relay, n int) string {
 	if err := dr.Upstream.WaitMessages(n, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var logins []postfixtest.SASLLogin
-	for deadline := time.Now().Add(10 * time.Second); len(logins) < n; time.Sleep(50 * time.Millisecond) {
-		if logins = dr.Postfix.SASLLogins(); time.Now().After(deadline) {
-			t.Fatalf("Postfix logged %d authenticated sessions, want %d", len(logins), n)
-		}
+	logins := dr.Postfix.WaitSASLLogins(n, 10*time.Second)
+	if len(logins) < n {
+		t.Fatalf("Postfix logged %d authenticated sessions, want %d", len(logins), n)
 	}
 	if l := logins[n-1]; l.Username != strings.ToLower(testUser) {
 		t.Errorf("logged in as %q", l.Username)

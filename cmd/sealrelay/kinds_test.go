@@ -164,7 +164,7 @@ func TestPasswordMechanismsEndToEnd(t *testing.T) {
 				if err := dr.Upstream.WaitMessages(1, 30*time.Second); err != nil {
 					t.Fatal(err)
 				}
-				logins := dr.Postfix.SASLLogins()
+				logins := dr.Postfix.WaitSASLLogins(1, 10*time.Second)
 				if len(logins) != 1 || logins[0].Method != mech || logins[0].Username != kindUser {
 					t.Fatalf("Postfix logged %+v, want one %s login as %s", logins, mech, kindUser)
 				}

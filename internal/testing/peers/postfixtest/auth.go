@@ -34,6 +34,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // checkAuth checks the fields of cfg about smtpd's clients.
@@ -154,4 +155,19 @@ func (p *Instance) SASLLogins() []SASLLogin {
 		out = append(out, SASLLogin{QueueID: m[1], Client: m[2], Method: m[3], Username: m[4]})
 	}
 	return out
+}
+
+// WaitSASLLogins returns the authenticated sessions Postfix logged once
+// there are at least n, waiting up to timeout: Postfix writes its log
+// through postlogd, a moment after the session it describes. At the
+// timeout it returns what there is.
+func (p *Instance) WaitSASLLogins(n int, timeout time.Duration) []SASLLogin {
+	deadline := time.Now().Add(timeout)
+	for {
+		l := p.SASLLogins()
+		if len(l) >= n || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
