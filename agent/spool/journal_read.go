@@ -106,10 +106,11 @@ func (s *journalScan) parseSegment(seg *segment, data []byte) {
 				reason = "incomplete record: a write cut short by a crash (never acknowledged) or a truncated file"
 			}
 			s.damage = append(s.damage, recordDamage{seg: seg.path, off: pos, id: guessID(data[pos:]), reason: reason})
-			// With a sound header, the next record follows this one;
-			// otherwise look for it.
+			// With a sound header, the next record follows this one
+			// (it may be the torn last one, which the next round
+			// reports); otherwise look for it.
 			next := pos + n
-			if n == 0 || (next < len(data) && !framed(data[next:])) {
+			if n == 0 || (next < len(data) && !soundHeader(data[next:])) {
 				next = resync(data, pos+1)
 			}
 			if next < 0 {
@@ -246,10 +247,16 @@ func resync(data []byte, from int) int {
 	return -1
 }
 
-// framed reports whether b starts with a sound record header: the magic, a
-// known kind, and a length that fits in b (the payload may still be
-// damaged).
+// framed reports whether b starts with a sound record header whose length
+// fits in b (the payload may still be damaged): what resync looks for.
 func framed(b []byte) bool {
+	return soundHeader(b) && uint64(len(b)) >= uint64(recHeaderLen)+uint64(binary.BigEndian.Uint32(b[5:9]))
+}
+
+// soundHeader reports whether b starts with a record header that could be
+// one: the magic, a known kind, and a length in range, whether or not b
+// holds all of it (the last record may be torn).
+func soundHeader(b []byte) bool {
 	if len(b) < recHeaderLen || string(b[:4]) != recMagic {
 		return false
 	}
@@ -258,6 +265,5 @@ func framed(b []byte) bool {
 	default:
 		return false
 	}
-	l := binary.BigEndian.Uint32(b[5:9])
-	return l <= maxRecordPayload && uint64(len(b)) >= uint64(recHeaderLen)+uint64(l)
+	return binary.BigEndian.Uint32(b[5:9]) <= maxRecordPayload
 }

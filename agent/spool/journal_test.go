@@ -254,6 +254,47 @@ func TestJournalDamagedRecord(t *testing.T) {
 	}
 }
 
+// TestJournalDamagedBeforeTornTail: a damaged record right before a torn
+// last record: both are reported, the damaged one by its checksum and the
+// torn one as incomplete (the scanner once took the torn record's header,
+// whose length runs past the end, for garbage and stopped).
+func TestJournalDamagedBeforeTornTail(t *testing.T) {
+	h := journalHarness(t, Options{})
+	a := h.put("alice@example.com", "a@example.org")
+	b := h.put("alice@example.com", "b@example.org")
+	c := h.put("alice@example.com", "c@example.org")
+	crash(h.q)
+	seg := segments(t, h.dir)[0]
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"address":"b@example.org"`))
+	j := bytes.Index(data[i:], []byte("numbers"))
+	data[i+j] ^= 0x20
+	k := bytes.Index(data, []byte(`"address":"c@example.org"`))
+	k += bytes.Index(data[k:], []byte("numbers")) // inside c's message: its envelope still reads
+	os.WriteFile(seg, data[:k], 0o600)
+
+	h2 := journalHarness(t, Options{Dir: h.dir})
+	var got []string
+	for _, in := range h2.q.List() {
+		got = append(got, in.ID)
+	}
+	if !slices.Equal(got, []string{a}) {
+		t.Errorf("loaded %v, want only %s", got, a)
+	}
+	if l := h2.logs.Lines("damaged journal record skipped", "id="+b, "checksum mismatch"); len(l) != 1 {
+		t.Errorf("log lines about the damaged record: %q", l)
+	}
+	if l := h2.logs.Lines("damaged journal record skipped", "id="+c, "incomplete record"); len(l) != 1 {
+		t.Errorf("log lines about the torn last record: %q", l)
+	}
+	if n := h2.q.Stats().Quarantined; n != 2 {
+		t.Errorf("quarantined %d, want 2", n)
+	}
+}
+
 // TestJournalBigMessageGetsFiles: a message larger than the journal takes
 // is streamed to files of its own.
 func TestJournalBigMessageGetsFiles(t *testing.T) {
