@@ -83,6 +83,7 @@ const (
 type conn struct {
 	r        *relay
 	raw      net.Conn // the TCP connection; closing it aborts any command
+	wire     net.Conn // what c writes to: raw, or TLS over it
 	c        *smtp.Client
 	tlsState *tls.ConnectionState // nil without TLS
 
@@ -231,6 +232,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 	}
 	c.SetDeadline(time.Time{}) //nolint:errcheck // see deadline
 
+	cn.wire = c
 	cl := smtp.NewClient(&replayConn{Conn: c, pending: []byte(replay)})
 	cl.CommandTimeout = r.cfg.CommandTimeout
 	cl.SubmissionTimeout = 2 * r.cfg.CommandTimeout
