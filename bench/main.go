@@ -19,12 +19,19 @@
 // 20 messages per client connection. For each round, workload and
 // contender it prints delivered/s (until the upstream holds every
 // message), accepted/s (until the last 250), the accept latency p50 and
-// p99 (end of DATA to the 250) and the peak memory, sampled from /proc
+// p99 (end of DATA to the 250), the peak memory, sampled from /proc
 // every 200 ms: RSS summed over the contender's processes, as asked, and
 // PSS, which counts each shared page once (summed RSS counts Postfix's
-// shared libraries once per process). At the end it prints the
-// medians per workload and the median of the per-round sealrelay/Postfix
-// ratios of delivered/s, a table to paste into the README.
+// shared libraries once per process), and the CPU time per message of
+// the contender's processes and of the harness itself (load generator
+// and upstream), which moves far less with the machine's load than the
+// rates do. At the end it prints the medians per workload and the
+// medians of the per-round sealrelay/Postfix and sealrelay/direct ratios
+// of delivered/s, a table to paste into the README.
+//
+// The load generator speaks SMTP through go-smtp's client, one command at
+// a time, and writes each message in one piece once DATA's 354 is in (the
+// filler needs no dot-stuffing), as a client with its message ready does.
 //
 // Every process it starts (Postfix instances, sealrelay) is stopped when
 // it ends, fails, or gets SIGINT/SIGTERM.
@@ -335,6 +342,7 @@ func measure(ctx context.Context, e *env, c contender, name string, wl Workload,
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	runID := fmt.Sprintf("r%d-%s-%s", round, wl.Name(), name)
+	cpu0, self0 := cpuOf(c.PIDs()), selfCPU()
 	lr, err := runLoad(rctx, c.Target(), wl, runID)
 	if err != nil {
 		return Result{}, err
@@ -346,6 +354,7 @@ func measure(ctx context.Context, e *env, c contender, name string, wl Workload,
 		time.Sleep(2 * time.Millisecond)
 	}
 	delivered := time.Since(lr.Start)
+	cpu, self := cpuOf(c.PIDs())-cpu0, selfCPU()-self0
 	stopSampling()
 
 	for _, s := range e.up.Sessions() {
@@ -361,6 +370,7 @@ func measure(ctx context.Context, e *env, c contender, name string, wl Workload,
 		Delivered: delivered, Accepted: lr.LastAccept.Sub(lr.Start),
 		P50: percentile(lr.Latencies, 50), P99: percentile(lr.Latencies, 99),
 		PeakRSS: peakRSS, PeakPSS: peakPSS,
+		CPU: cpu, Harness: self,
 	}, nil
 }
 
