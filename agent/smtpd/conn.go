@@ -16,8 +16,7 @@ import (
 // conn wraps every accepted connection, below go-smtp and below TLS. It
 // gives the connection an id and a client address, counts errors in a row,
 // turns an HTTP request line away before go-smtp sees it, counts idle
-// timeouts, gives go-smtp's replies to unknown MAIL/RCPT parameters their
-// RFC code, and lets the server end reads (on too many errors, or at
+// timeouts, and lets the server end reads (on too many errors, or at
 // shutdown) without racing go-smtp's own writes.
 type conn struct {
 	net.Conn
@@ -96,34 +95,6 @@ func (c *conn) read(p []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-// paramReplies maps go-smtp's replies to MAIL FROM and RCPT TO parameters
-// it does not know or does not implement (500 and 504) to RFC 5321's code
-// for them, 555 (section 4.1.1.11). Each reply is one Write. Inside TLS
-// the writes are encrypted and pass unchanged.
-var paramReplies = func() map[string]string {
-	m := map[string]string{
-		"500 5.5.4 Unknown MAIL FROM argument\r\n": "555 5.5.4 MAIL FROM parameter not recognized\r\n",
-		"500 5.5.4 Unknown RCPT TO argument\r\n":   "555 5.5.4 RCPT TO parameter not recognized\r\n",
-	}
-	for _, ext := range []string{"REQUIRETLS", "BINARYMIME", "RET", "ENVID",
-		"NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
-		m["504 5.5.4 "+ext+" is not implemented\r\n"] = "555 5.5.4 " + ext + " is not implemented\r\n"
-	}
-	return m
-}()
-
-func (c *conn) Write(p []byte) (int, error) {
-	if len(p) > 0 && p[0] == '5' {
-		if r, ok := paramReplies[string(p)]; ok {
-			if _, err := io.WriteString(c.Conn, r); err != nil {
-				return 0, err
-			}
-			return len(p), nil
-		}
-	}
-	return c.Conn.Write(p)
 }
 
 // readFirstLine reads until it has the first line or enough of it to tell
