@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +34,13 @@ type conn struct {
 	firstLine     []byte
 	firstLineDone bool
 
+	// raw reads the socket without waiting (for readAhead); nil if the
+	// connection has no file descriptor.
+	raw syscall.RawConn
+	// ahead holds bytes read ahead and not yet returned, in aheadBuf.
+	ahead    []byte
+	aheadBuf *[]byte
+
 	mu             sync.Mutex
 	errors         int  // errors in a row
 	inData         int  // Data calls in progress
@@ -42,7 +50,11 @@ type conn struct {
 func newConn(c net.Conn, srv *Server) *conn {
 	var b [8]byte
 	rand.Read(b[:])
-	return &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c)}
+	cn := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c)}
+	if sc, ok := c.(syscall.Conn); ok {
+		cn.raw, _ = sc.SyscallConn()
+	}
+	return cn
 }
 
 // httpMethods are the request lines refused as the first line, followed by
@@ -83,6 +95,15 @@ func (c *conn) Read(p []byte) (int, error) {
 // MAIL, RCPT or DATA with errIdle, and go-smtp answers the next read's
 // timeout with 421 4.4.2 and closes.)
 func (c *conn) read(p []byte) (int, error) {
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		if len(c.ahead) == 0 {
+			aheadPool.Put(c.aheadBuf)
+			c.ahead, c.aheadBuf = nil, nil
+		}
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() && c.stopReads.Load() == nil {
 		c.mu.Lock()
@@ -94,7 +115,45 @@ func (c *conn) read(p []byte) (int, error) {
 			c.stop(err)
 		}
 	}
+	if err == nil && n == len(p) && c.receiving() {
+		c.readAhead()
+	}
 	return n, err
+}
+
+// readAheadSize is how much readAhead takes at once.
+const readAheadSize = 64 << 10
+
+var aheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+// readAhead takes what the socket holds already, without waiting, after a
+// read in a message filled the reader's buffer: go-smtp reads through a
+// 4 KB buffer, and a message streamed in 64 KB system calls instead of
+// 4 KB ones costs a fraction of them. The buffer comes from a pool and
+// goes back as soon as it is drained, so a session waiting for a slow
+// client holds none. A read error is left for the next read to find.
+func (c *conn) readAhead() {
+	if c.raw == nil {
+		return
+	}
+	buf := aheadPool.Get().(*[]byte)
+	n := 0
+	c.raw.Read(func(fd uintptr) bool { //nolint:errcheck // see above
+		n, _ = syscall.Read(int(fd), *buf)
+		return true // one try: never wait
+	})
+	if n <= 0 {
+		aheadPool.Put(buf)
+		return
+	}
+	c.ahead, c.aheadBuf = (*buf)[:n], buf
+}
+
+// receiving reports whether a message is being received.
+func (c *conn) receiving() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inData > 0
 }
 
 // readFirstLine reads until it has the first line or enough of it to tell

@@ -1,9 +1,11 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +54,60 @@ func TestStrictCRLFReader(t *testing.T) {
 			if !(&strictCRLFReader{}).check(got) {
 				t.Errorf("%q (split %v): passed on a bare line ending: %q", tc.in, split, got)
 			}
+		}
+	}
+}
+
+// refCheck is strictCRLFReader.check as it scanned with bytes.IndexAny:
+// the reference the counting version must agree with.
+func refCheck(lastCR *bool, b []byte) bool {
+	for len(b) > 0 {
+		if *lastCR {
+			if b[0] != '\n' {
+				return false
+			}
+			*lastCR = false
+			b = b[1:]
+			continue
+		}
+		i := bytes.IndexAny(b, "\r\n")
+		if i < 0 {
+			return true
+		}
+		if b[i] == '\n' {
+			return false
+		}
+		*lastCR = true
+		b = b[i+1:]
+	}
+	return true
+}
+
+// The check agrees with the reference on random bytes cut into random
+// reads: the verdict of every read, and the carried CR while it passes.
+func TestStrictCRLFCheckMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab\r\n\r\n")
+	for range 50000 {
+		in := make([]byte, rng.IntN(40))
+		for j := range in {
+			in[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		var s strictCRLFReader
+		refCR := false
+		for p := in; len(p) > 0; {
+			k := min(len(p), rng.IntN(8)+1)
+			got, want := s.check(p[:k]), refCheck(&refCR, p[:k])
+			if got != want {
+				t.Fatalf("%q, read %q: check = %v, reference %v", in, p[:k], got, want)
+			}
+			if !got {
+				break
+			}
+			if s.lastCR != refCR {
+				t.Fatalf("%q, read %q: lastCR = %v, reference %v", in, p[:k], s.lastCR, refCR)
+			}
+			p = p[k:]
 		}
 	}
 }
