@@ -166,6 +166,25 @@ func TestSmoke(t *testing.T) {
 	checkCleanedUp(t, dir)
 }
 
+// TestPlainSmoke: the plain ceiling (AUTH without TLS) runs when asked
+// for, and gets its ratio column.
+func TestPlainSmoke(t *testing.T) {
+	dir := stateDir(t)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-rounds", "1", "-workloads", "2KB-10x1", "-messages", "20", "-contenders", "plain,sealrelay",
+		"-idle", "0", "-restart", "0", "-dir", dir}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("bench exited %d\nstderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"| 1 | 2KB-10x1 | plain |", "| 1 | 2KB-10x1 | sealrelay |", "sealrelay/plain"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	checkCleanedUp(t, dir)
+}
+
 // TestCancelCleansUp: cancelling a run (what SIGINT does) while Postfix and
 // sealrelay run stops both and removes their state.
 func TestCancelCleansUp(t *testing.T) {

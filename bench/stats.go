@@ -136,24 +136,22 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 	if ratio {
 		hdr = append(hdr, "sealrelay/Postfix")
 	}
-	ceiling := has(Direct) && has(Sealrelay)
-	if ceiling {
-		hdr = append(hdr, "sealrelay/direct")
-	}
-	for _, c := range contenders {
-		if c != Direct {
-			hdr = append(hdr, c+" p99 ms")
+	var ceils []string // ceilings that ran, for the sealrelay/ceiling columns
+	for _, c := range ceilings {
+		if has(c) && has(Sealrelay) {
+			ceils = append(ceils, c)
+			hdr = append(hdr, "sealrelay/"+c)
 		}
 	}
-	for _, c := range contenders {
-		if c != Direct {
-			hdr = append(hdr, c+" RSS / PSS MiB")
-		}
+	relays := slices.DeleteFunc(slices.Clone(contenders), func(c string) bool { return slices.Contains(ceilings, c) })
+	for _, c := range relays {
+		hdr = append(hdr, c+" p99 ms")
 	}
-	for _, c := range contenders {
-		if c != Direct {
-			hdr = append(hdr, c+" CPU ms/msg")
-		}
+	for _, c := range relays {
+		hdr = append(hdr, c+" RSS / PSS MiB")
+	}
+	for _, c := range relays {
+		hdr = append(hdr, c+" CPU ms/msg")
 	}
 	fmt.Fprintln(w, "| "+strings.Join(hdr, " | ")+" |")
 	align := make([]string, len(hdr))
@@ -184,24 +182,18 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 		if ratio {
 			row = append(row, ratioCell(byC[Sealrelay], byC[Postfix]))
 		}
-		if ceiling {
-			row = append(row, ratioCell(byC[Sealrelay], byC[Direct]))
+		for _, c := range ceils {
+			row = append(row, ratioCell(byC[Sealrelay], byC[c]))
 		}
-		for _, c := range contenders {
-			if c != Direct {
-				row = append(row, ms(time.Duration(med(c, func(r Result) float64 { return float64(r.P99) }))))
-			}
+		for _, c := range relays {
+			row = append(row, ms(time.Duration(med(c, func(r Result) float64 { return float64(r.P99) }))))
 		}
-		for _, c := range contenders {
-			if c != Direct {
-				row = append(row, mib(int64(med(c, func(r Result) float64 { return float64(r.PeakRSS) })))+" / "+
-					mib(int64(med(c, func(r Result) float64 { return float64(r.PeakPSS) }))))
-			}
+		for _, c := range relays {
+			row = append(row, mib(int64(med(c, func(r Result) float64 { return float64(r.PeakRSS) })))+" / "+
+				mib(int64(med(c, func(r Result) float64 { return float64(r.PeakPSS) }))))
 		}
-		for _, c := range contenders {
-			if c != Direct {
-				row = append(row, cpuMs(med(c, Result.CPUPerMsg)))
-			}
+		for _, c := range relays {
+			row = append(row, cpuMs(med(c, Result.CPUPerMsg)))
 		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
