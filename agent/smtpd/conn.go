@@ -17,8 +17,9 @@ import (
 // conn wraps every accepted connection, below go-smtp and below TLS. It
 // gives the connection an id and a client address, counts errors in a row,
 // turns an HTTP request line away before go-smtp sees it, counts idle
-// timeouts, and lets the server end reads (on too many errors, or at
-// shutdown) without racing go-smtp's own writes.
+// timeouts, lets the server end reads (on too many errors, or at
+// shutdown) without racing go-smtp's own writes, holds replies until the
+// next read and reads ahead in a message (fewer system calls).
 type conn struct {
 	net.Conn
 	srv  *Server
@@ -40,6 +41,12 @@ type conn struct {
 	// ahead holds bytes read ahead and not yet returned, in aheadBuf.
 	ahead    []byte
 	aheadBuf *[]byte
+	// out holds what was written and not yet sent (see Write); outErr is
+	// the first error sending it. outMu guards both: go-smtp's Server.Close
+	// may close a connection from another goroutine.
+	outMu  sync.Mutex
+	out    *[]byte
+	outErr error
 
 	mu             sync.Mutex
 	errors         int  // errors in a row
@@ -79,6 +86,9 @@ func isHTTPRequest(line []byte) bool {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	if e := c.stopReads.Load(); e != nil {
 		return 0, *e
 	}
@@ -186,11 +196,80 @@ func (c *conn) readFirstLine(p []byte) (int, error) {
 	return n, nil
 }
 
-// writeNow writes s directly to the connection, with the write timeout.
-// Only for when go-smtp is not writing (it is waiting for our Read).
+// Write holds what go-smtp (or TLS over this connection) writes until the
+// next Read, Close or deadline change, and then sends it in one system
+// call: the session reads after every reply, and a reply of many lines
+// (EHLO's), which go-smtp writes a line at a time, goes out in one piece.
+// The write deadline go-smtp set for the reply still bounds the send. The
+// first error sticks: nothing is sent after part of a reply was lost.
+func (c *conn) Write(p []byte) (int, error) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.outErr != nil {
+		return 0, c.outErr
+	}
+	if c.out == nil {
+		c.out = outBufs.Get().(*[]byte)
+	}
+	*c.out = append(*c.out, p...)
+	if len(*c.out) >= outFlushSize {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// SetWriteDeadline sends what Write holds, under the deadline it was
+// written under, before setting another: TLS's Close writes its
+// close_notify and then sets the deadline to now, before closing.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.flush() //nolint:errcheck // the error sticks for the next Write or Read
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is SetWriteDeadline for both directions.
+func (c *conn) SetDeadline(t time.Time) error {
+	c.flush() //nolint:errcheck // as above
+	return c.Conn.SetDeadline(t)
+}
+
+// outFlushSize is how much waits before it is sent without a read.
+const outFlushSize = 16 << 10
+
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// flush sends what Write holds.
+func (c *conn) flush() error {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *conn) flushLocked() error {
+	if c.outErr != nil {
+		return c.outErr
+	}
+	if c.out == nil {
+		return nil
+	}
+	_, err := c.Conn.Write(*c.out)
+	if cap(*c.out) <= 2*outFlushSize { // keep only small buffers
+		*c.out = (*c.out)[:0]
+		outBufs.Put(c.out)
+	}
+	c.out, c.outErr = nil, err
+	return err
+}
+
+// writeNow writes s directly to the connection, after what Write holds,
+// with the write timeout. Only for when go-smtp is not writing (it is
+// waiting for our Read).
 func (c *conn) writeNow(s string) {
 	c.SetWriteDeadline(time.Now().Add(c.srv.opt.WriteTimeout))
-	io.WriteString(c.Conn, s)
+	if c.flush() == nil {
+		io.WriteString(c.Conn, s)
+	}
 }
 
 // stop makes every further Read return err.
@@ -250,8 +329,10 @@ func (c *conn) shutdown() {
 	c.SetReadDeadline(time.Unix(1, 0)) // wake a blocked Read
 }
 
-// Close closes the connection and forgets it.
+// Close sends what Write holds (the last reply), then closes the
+// connection and forgets it.
 func (c *conn) Close() error {
+	c.flush() //nolint:errcheck // closing anyway
 	c.srv.untrack(c)
 	return c.Conn.Close()
 }
