@@ -125,21 +125,26 @@ func (c *conn) read(p []byte) (int, error) {
 			c.stop(err)
 		}
 	}
-	if err == nil && n == len(p) && c.receiving() {
+	if err == nil && n == len(p) && n >= readAheadMin && c.receiving() {
 		c.readAhead()
 	}
 	return n, err
 }
 
-// readAheadSize is how much readAhead takes at once.
-const readAheadSize = 64 << 10
+// readAheadSize is how much readAhead takes at once; readAheadMin the
+// smallest read that, filled, starts it (a short read filled says little
+// about what follows).
+const (
+	readAheadSize = 64 << 10
+	readAheadMin  = 2 << 10
+)
 
 var aheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
 
 // readAhead takes what the socket holds already, without waiting, after a
-// read in a message filled the reader's buffer: go-smtp reads through a
-// 4 KB buffer, and a message streamed in 64 KB system calls instead of
-// 4 KB ones costs a fraction of them. The buffer comes from a pool and
+// read in a message filled the reader's buffer (of readAheadMin or more):
+// go-smtp reads through a 4 KB buffer, and a message streamed in 64 KB
+// system calls instead of 4 KB ones costs a fraction of them. The buffer comes from a pool and
 // goes back as soon as it is drained, so a session waiting for a slow
 // client holds none. A read error is left for the next read to find.
 func (c *conn) readAhead() {
