@@ -149,7 +149,7 @@ func (r *relay) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, &ConnError{StageConnect, err}
 	}
-	cn := &conn{r: r, raw: &wireConn{Conn: raw}}
+	cn := &conn{r: r, raw: newWireConn(raw)}
 	done := cn.watch(ctx)
 	err = cn.handshake(ctx)
 	done()

@@ -2,7 +2,8 @@ package deliver
 
 import (
 	"net"
-	"sync"
+
+	"github.com/sealrelay/sealrelay/internal/heldwrites"
 )
 
 // wireConn is the TCP connection to a relay, below TLS: it holds what is
@@ -19,50 +20,21 @@ import (
 // (a TLS close_notify after QUIT is one of them).
 type wireConn struct {
 	net.Conn
-	buf *[]byte // what waits to be sent; nil when nothing does
-	err error   // the first write error
+	out *heldwrites.Writer
 }
 
 // wireFlushSize is how much waits before it is sent without a read.
 const wireFlushSize = 64 << 10
 
-var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, wireFlushSize+16<<10); return &b }}
-
-func (c *wireConn) Write(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if c.buf == nil {
-		c.buf = wireBufs.Get().(*[]byte)
-	}
-	*c.buf = append(*c.buf, p...)
-	if len(*c.buf) >= wireFlushSize {
-		if err := c.flush(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
+func newWireConn(c net.Conn) *wireConn {
+	return &wireConn{Conn: c, out: heldwrites.New(c, wireFlushSize)}
 }
 
+func (c *wireConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
 func (c *wireConn) Read(p []byte) (int, error) {
-	if err := c.flush(); err != nil {
+	if err := c.out.Flush(); err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
-}
-
-// flush sends what waits.
-func (c *wireConn) flush() error {
-	if c.err != nil {
-		return c.err
-	}
-	if c.buf == nil {
-		return nil
-	}
-	_, err := c.Conn.Write(*c.buf)
-	*c.buf = (*c.buf)[:0]
-	wireBufs.Put(c.buf)
-	c.buf = nil
-	c.err = err
-	return err
 }

@@ -32,7 +32,7 @@ func (c *recConn) Close() error               { c.closed = true; return nil }
 // past wireFlushSize it goes out without one.
 func TestWireConnHoldsWritesUntilRead(t *testing.T) {
 	rc := &recConn{}
-	c := &wireConn{Conn: rc}
+	c := newWireConn(rc)
 	for _, s := range []string{"MAIL FROM:<a@example.com>\r\n", "RCPT TO:<b@example.org>\r\n", "DATA\r\n"} {
 		if _, err := c.Write([]byte(s)); err != nil {
 			t.Fatal(err)
@@ -68,7 +68,7 @@ func TestWireConnHoldsWritesUntilRead(t *testing.T) {
 func TestWireConnErrorSticks(t *testing.T) {
 	boom := errors.New("connection reset by peer")
 	rc := &recConn{fail: boom}
-	c := &wireConn{Conn: rc}
+	c := newWireConn(rc)
 	c.Write(bytes.Repeat([]byte("x"), wireFlushSize))
 	rc.fail = nil
 	if _, err := c.Write([]byte(".\r\n")); !errors.Is(err, boom) {
@@ -85,7 +85,7 @@ func TestWireConnErrorSticks(t *testing.T) {
 // Close closes at once and sends nothing that waits.
 func TestWireConnCloseDrops(t *testing.T) {
 	rc := &recConn{}
-	c := &wireConn{Conn: rc}
+	c := newWireConn(rc)
 	c.Write([]byte("QUIT\r\n"))
 	c.Close()
 	if !rc.closed || len(rc.writes) != 0 {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/heldwrites"
 )
 
 // conn wraps every accepted connection, below go-smtp and below TLS. It
@@ -41,12 +43,8 @@ type conn struct {
 	// ahead holds bytes read ahead and not yet returned, in aheadBuf.
 	ahead    []byte
 	aheadBuf *[]byte
-	// out holds what was written and not yet sent (see Write); outErr is
-	// the first error sending it. outMu guards both: go-smtp's Server.Close
-	// may close a connection from another goroutine.
-	outMu  sync.Mutex
-	out    *[]byte
-	outErr error
+	// out holds what was written and not yet sent (see Write).
+	out *heldwrites.Writer
 
 	mu             sync.Mutex
 	errors         int  // errors in a row
@@ -57,7 +55,7 @@ type conn struct {
 func newConn(c net.Conn, srv *Server) *conn {
 	var b [8]byte
 	rand.Read(b[:])
-	cn := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c)}
+	cn := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c), out: heldwrites.New(c, outFlushSize)}
 	if sc, ok := c.(syscall.Conn); ok {
 		cn.raw, _ = sc.SyscallConn()
 	}
@@ -207,23 +205,10 @@ func (c *conn) readFirstLine(p []byte) (int, error) {
 // (EHLO's), which go-smtp writes a line at a time, goes out in one piece.
 // The write deadline go-smtp set for the reply still bounds the send. The
 // first error sticks: nothing is sent after part of a reply was lost.
-func (c *conn) Write(p []byte) (int, error) {
-	c.outMu.Lock()
-	defer c.outMu.Unlock()
-	if c.outErr != nil {
-		return 0, c.outErr
-	}
-	if c.out == nil {
-		c.out = outBufs.Get().(*[]byte)
-	}
-	*c.out = append(*c.out, p...)
-	if len(*c.out) >= outFlushSize {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
+func (c *conn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
+// flush sends what Write holds.
+func (c *conn) flush() error { return c.out.Flush() }
 
 // SetWriteDeadline sends what Write holds, under the deadline it was
 // written under, before setting another: TLS's Close writes its
@@ -241,31 +226,6 @@ func (c *conn) SetDeadline(t time.Time) error {
 
 // outFlushSize is how much waits before it is sent without a read.
 const outFlushSize = 16 << 10
-
-var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// flush sends what Write holds.
-func (c *conn) flush() error {
-	c.outMu.Lock()
-	defer c.outMu.Unlock()
-	return c.flushLocked()
-}
-
-func (c *conn) flushLocked() error {
-	if c.outErr != nil {
-		return c.outErr
-	}
-	if c.out == nil {
-		return nil
-	}
-	_, err := c.Conn.Write(*c.out)
-	if cap(*c.out) <= 2*outFlushSize { // keep only small buffers
-		*c.out = (*c.out)[:0]
-		outBufs.Put(c.out)
-	}
-	c.out, c.outErr = nil, err
-	return err
-}
 
 // writeNow writes s directly to the connection, after what Write holds,
 // with the write timeout. Only for when go-smtp is not writing (it is
