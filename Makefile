@@ -6,7 +6,7 @@
 #   make test-interop   Postfix as client and as upstream
 #   make bench          the throughput benchmark against Postfix
 #   make bench-sessions 1000 slow 1 MiB sessions: the agent's peak RSS and open files
-#   make lint           gofmt, go vet, staticcheck
+#   make lint           gofmt, go vet, third_party/go-smtp check, staticcheck
 #   make docs           regenerate docs/config.md, dist/man/*, dist/deb/sealrelay.toml, and the README's generated blocks
 #   make deb            the Debian packages sealrelay and sealrelay-mta, into build/deb (DEB_VERSION to set the version)
 
@@ -22,6 +22,7 @@ export SEALRELAY_CACHE := $(CACHE_DIR)
 
 test: deps vault hydra vet
 	$(GO) test -count=1 -timeout 45m ./...
+	$(GO) -C third_party/go-smtp test -count=1 ./...
 
 deps:
 	./tools/deps.sh
@@ -35,6 +36,7 @@ hydra:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	$(GO) vet ./...
+	./tools/third_party.sh -check
 
 lint: vet
 	$(GO) run $(STATICCHECK) ./...

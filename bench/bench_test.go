@@ -166,6 +166,25 @@ func TestSmoke(t *testing.T) {
 	checkCleanedUp(t, dir)
 }
 
+// TestPlainSmoke: the plain ceiling (AUTH without TLS) runs when asked
+// for, and gets its ratio column.
+func TestPlainSmoke(t *testing.T) {
+	dir := stateDir(t)
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-rounds", "1", "-workloads", "2KB-10x1", "-messages", "20", "-contenders", "plain,sealrelay",
+		"-idle", "0", "-restart", "0", "-dir", dir}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("bench exited %d\nstderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"| 1 | 2KB-10x1 | plain |", "| 1 | 2KB-10x1 | sealrelay |", "sealrelay/plain"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	checkCleanedUp(t, dir)
+}
+
 // TestCancelCleansUp: cancelling a run (what SIGINT does) while Postfix and
 // sealrelay run stops both and removes their state.
 func TestCancelCleansUp(t *testing.T) {
@@ -242,5 +261,41 @@ func TestSessionsSmoke(t *testing.T) {
 	checkCleanedUp(t, dir)
 	if code := run([]string{"sessions", "-sessions", "0"}, &bytes.Buffer{}, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage: go run ./bench sessions") {
 		t.Errorf("sessions -sessions 0 = %d, %q; want 2 and a usage message", code, stderr.String())
+	}
+}
+
+// TestCPUOf: this process has used CPU time, and what /proc says agrees
+// with getrusage within its tick; a process that does not exist counts as
+// nothing.
+func TestCPUOf(t *testing.T) {
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	proc, self := cpuOf([]int{os.Getpid()}), selfCPU()
+	if proc <= 0 || self <= 0 {
+		t.Fatalf("cpuOf(self) = %v, selfCPU() = %v; want both above 0", proc, self)
+	}
+	if d := self - proc; d < -clockTick || d > 2*clockTick {
+		t.Errorf("cpuOf(self) = %v and getrusage says %v", proc, self)
+	}
+	if got := cpuOf([]int{1 << 30}); got != 0 {
+		t.Fatalf("cpuOf(no such process) = %v, want 0", got)
+	}
+}
+
+// TestFillerBody: the filler can go on the wire as it is, after the
+// header: CRLF lines, none starting with a dot, and its size near the
+// workload's.
+func TestFillerBody(t *testing.T) {
+	for _, size := range []int{2 << 10, 100 << 10} {
+		b := fillerBody(size)
+		if !bytes.HasSuffix(b, []byte("\r\n")) || bytes.Contains(b, []byte("\n.")) || b[0] == '.' {
+			t.Errorf("filler for %d bytes is not ready for DATA as it is", size)
+		}
+		if bytes.Count(b, []byte("\n")) != bytes.Count(b, []byte("\r\n")) {
+			t.Errorf("filler for %d bytes has a bare LF", size)
+		}
+		if d := size - 140 - len(b); d < 0 || d > 80 {
+			t.Errorf("filler for %d bytes is %d bytes", size, len(b))
+		}
 	}
 }

@@ -15,14 +15,22 @@ import (
 	"github.com/sealrelay/sealrelay/internal/testing/peers/postfixtest"
 )
 
-// The contenders, in the order -contenders lists them by default.
+// The contenders, in the order -contenders lists them by default. Plain
+// runs only when asked for.
 const (
 	Direct    = "direct"
+	Plain     = "plain"
 	Postfix   = "postfix"
 	Sealrelay = "sealrelay"
 )
 
-var allContenders = []string{Direct, Postfix, Sealrelay}
+var (
+	defaultContenders = []string{Direct, Postfix, Sealrelay}
+	allContenders     = []string{Direct, Plain, Postfix, Sealrelay}
+)
+
+// ceilings are the contenders that feed the upstream directly.
+var ceilings = []string{Direct, Plain}
 
 // A contender is something the load generator sends to that ends up at the
 // upstream.
@@ -54,6 +62,8 @@ func startContender(name string, e *env) (contender, error) {
 	switch name {
 	case Direct:
 		return direct{e}, nil
+	case Plain:
+		return plain{e}, nil
 	case Postfix:
 		return startPostfix(e)
 	case Sealrelay:
@@ -72,6 +82,18 @@ func (d direct) PIDs() []int { return nil }
 func (d direct) Stop() error { return nil }
 func (d direct) Describe() string {
 	return "the upstream itself, STARTTLS + AUTH PLAIN from the load generator"
+}
+
+// plain is the upstream fed directly without TLS (AUTH PLAIN in the
+// clear, which the upstream allows for it alone: the relays always start
+// TLS): the ceiling without the cost of TLS.
+type plain struct{ e *env }
+
+func (p plain) Target() Target { return Target{Addr: p.e.up.Addr(), User: p.e.user, Pass: p.e.pass} }
+func (p plain) PIDs() []int    { return nil }
+func (p plain) Stop() error    { return nil }
+func (p plain) Describe() string {
+	return "the upstream itself, AUTH PLAIN without TLS from the load generator"
 }
 
 // postfixContender is Postfix tuned as a smarthost client

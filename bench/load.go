@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -69,12 +72,13 @@ func runLoad(ctx context.Context, t Target, w Workload, runID string) (LoadResul
 		go func() {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, share)
+			var buf []byte // the message being sent
 			var last time.Time
 			for sent := 0; sent < share; {
 				k := min(w.PerConn, share-sent)
-				err := session(ctx, t, k, func(c *smtp.Client) error {
+				err := session(ctx, t, k, func(c *smtp.Client, wire net.Conn) error {
 					id := fmt.Sprintf("<%s.%d@bench.test>", runID, first+sent)
-					d, err := sendOne(c, id, filler)
+					d, err := sendOne(c, wire, id, filler, &buf)
 					if err != nil {
 						return fmt.Errorf("message %s: %w", id, err)
 					}
@@ -104,7 +108,7 @@ func runLoad(ctx context.Context, t Target, w Workload, runID string) (LoadResul
 }
 
 // session opens one connection, calls send k times, and quits.
-func session(ctx context.Context, t Target, k int, send func(*smtp.Client) error) error {
+func session(ctx context.Context, t Target, k int, send func(*smtp.Client, net.Conn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -112,19 +116,20 @@ func session(ctx context.Context, t Target, k int, send func(*smtp.Client) error
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", t.Addr, err)
 	}
-	var c *smtp.Client
+	wire := conn
 	if t.TLS != nil {
-		// Greeting, EHLO, STARTTLS.
-		if c, err = smtp.NewClientStartTLS(conn, t.TLS); err != nil {
+		// Greeting, EHLO, STARTTLS and the handshake here, so that the
+		// bodies can be written to the TLS connection directly.
+		if wire, err = startTLS(conn, t.TLS); err != nil {
 			conn.Close()
 			return fmt.Errorf("STARTTLS to %s: %w", t.Addr, err)
 		}
-	} else {
-		c = smtp.NewClient(conn)
-		if err := c.Hello("loadgen.bench.test"); err != nil {
-			c.Close()
-			return fmt.Errorf("EHLO to %s: %w", t.Addr, err)
-		}
+		wire = greetedConn{wire, io.MultiReader(strings.NewReader("220 (TLS established)\r\n"), wire)}
+	}
+	c := smtp.NewClient(wire)
+	if err := c.Hello("loadgen.bench.test"); err != nil {
+		c.Close()
+		return fmt.Errorf("EHLO to %s: %w", t.Addr, err)
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -135,16 +140,53 @@ func session(ctx context.Context, t Target, k int, send func(*smtp.Client) error
 		}
 	}
 	for range k {
-		if err := send(c); err != nil {
+		if err := send(c, wire); err != nil {
 			return err
 		}
 	}
 	return c.Quit()
 }
 
+// startTLS reads the greeting, says EHLO and STARTTLS on conn and returns
+// the TLS connection over it.
+func startTLS(conn net.Conn, cfg *tls.Config) (net.Conn, error) {
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	defer conn.SetDeadline(time.Time{})
+	tp := textproto.NewReader(bufio.NewReader(conn))
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		return nil, err
+	}
+	for _, cmd := range []struct {
+		line string
+		code int
+	}{{"EHLO loadgen.bench.test", 250}, {"STARTTLS", 220}} {
+		if _, err := io.WriteString(conn, cmd.line+"\r\n"); err != nil {
+			return nil, err
+		}
+		if _, _, err := tp.ReadResponse(cmd.code); err != nil {
+			return nil, fmt.Errorf("%s: %w", cmd.line, err)
+		}
+	}
+	tc := tls.Client(conn, cfg)
+	return tc, tc.Handshake()
+}
+
+// greetedConn hands go-smtp's client a greeting it did not read itself,
+// then the connection.
+type greetedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c greetedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
 // sendOne sends one message and returns the time from the end of its data
-// to the 250.
-func sendOne(c *smtp.Client, msgID string, filler []byte) (time.Duration, error) {
+// to the 250. The message (headers, then filler, which has no line that
+// starts with a dot) is written to the connection in one piece once the
+// 354 is in, as a client that has its message ready does; its last CRLF
+// goes through go-smtp's writer, whose Close sends the final dot and reads
+// the reply.
+func sendOne(c *smtp.Client, wire net.Conn, msgID string, filler []byte, buf *[]byte) (time.Duration, error) {
 	if err := c.Mail("loadgen@bench.test", nil); err != nil {
 		return 0, err
 	}
@@ -155,15 +197,15 @@ func sendOne(c *smtp.Client, msgID string, filler []byte) (time.Duration, error)
 	if err != nil {
 		return 0, err
 	}
-	hdr := "From: loadgen@bench.test\r\nTo: sink@example.net\r\nSubject: sealrelay benchmark\r\nMessage-ID: " + msgID + "\r\n\r\n"
-	if _, err := w.Write([]byte(hdr)); err != nil {
+	msg := append((*buf)[:0], "From: loadgen@bench.test\r\nTo: sink@example.net\r\nSubject: sealrelay benchmark\r\nMessage-ID: "...)
+	msg = append(append(append(msg, msgID...), "\r\n\r\n"...), filler[:len(filler)-2]...)
+	*buf = msg
+	if _, err := wire.Write(msg); err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(filler); err != nil {
+	if _, err := w.Write(filler[len(filler)-2:]); err != nil {
 		return 0, err
 	}
-	// Close writes what is still buffered and the final ".", then reads
-	// the reply: the accept latency.
 	t0 := time.Now()
 	if err := w.Close(); err != nil {
 		return 0, err

@@ -24,6 +24,23 @@ type Result struct {
 	// PeakPSS the largest proportional set size (shared pages divided
 	// among the processes that share them). Bytes; 0 when not measured.
 	PeakRSS, PeakPSS int64
+	// CPU is the CPU time the contender's processes used during the run
+	// (0 when not measured: the upstream fed directly); Harness that of
+	// the benchmark's own process, the load generator and the upstream.
+	CPU, Harness time.Duration
+}
+
+// CPUPerMsg is the contender's CPU time per message, in milliseconds.
+func (r Result) CPUPerMsg() float64 { return msPer(r.CPU, r.Messages) }
+
+// HarnessPerMsg is the harness's CPU time per message, in milliseconds.
+func (r Result) HarnessPerMsg() float64 { return msPer(r.Harness, r.Messages) }
+
+func msPer(d time.Duration, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(d) / float64(time.Millisecond) / float64(n)
 }
 
 // DeliveredPerSec is messages per second, counted until the upstream
@@ -80,19 +97,29 @@ func mib(b int64) string {
 
 func rate(x float64) string { return strconv.FormatFloat(x, 'f', 0, 64) }
 
+// cpuMs formats CPU milliseconds per message; "–" for not measured.
+func cpuMs(x float64) string {
+	if x <= 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(x, 'f', 2, 64)
+}
+
 // runLine is a progress line for one run.
 func runLine(r Result) string {
-	return fmt.Sprintf("round %d  %-14s %-9s %6s delivered/s %6s accepted/s  p50 %6s ms  p99 %6s ms  RSS %4s MiB  PSS %4s MiB",
-		r.Round, r.Workload.Name(), r.Contender, rate(r.DeliveredPerSec()), rate(r.AcceptedPerSec()), ms(r.P50), ms(r.P99), mib(r.PeakRSS), mib(r.PeakPSS))
+	return fmt.Sprintf("round %d  %-14s %-9s %6s delivered/s %6s accepted/s  p50 %6s ms  p99 %6s ms  RSS %4s MiB  PSS %4s MiB  CPU %5s ms/msg  harness %5s ms/msg",
+		r.Round, r.Workload.Name(), r.Contender, rate(r.DeliveredPerSec()), rate(r.AcceptedPerSec()), ms(r.P50), ms(r.P99), mib(r.PeakRSS), mib(r.PeakPSS),
+		cpuMs(r.CPUPerMsg()), cpuMs(r.HarnessPerMsg()))
 }
 
 // writeRunsTable writes every run as a Markdown table.
 func writeRunsTable(w io.Writer, rs []Result) {
-	fmt.Fprintln(w, "| round | workload | contender | delivered/s | accepted/s | p50 ms | p99 ms | peak RSS MiB | peak PSS MiB |")
-	fmt.Fprintln(w, "|---:|---|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| round | workload | contender | delivered/s | accepted/s | p50 ms | p99 ms | peak RSS MiB | peak PSS MiB | CPU ms/msg | harness CPU ms/msg |")
+	fmt.Fprintln(w, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Round, r.Workload.Name(), r.Contender,
-			rate(r.DeliveredPerSec()), rate(r.AcceptedPerSec()), ms(r.P50), ms(r.P99), mib(r.PeakRSS), mib(r.PeakPSS))
+		fmt.Fprintf(w, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Round, r.Workload.Name(), r.Contender,
+			rate(r.DeliveredPerSec()), rate(r.AcceptedPerSec()), ms(r.P50), ms(r.P99), mib(r.PeakRSS), mib(r.PeakPSS),
+			cpuMs(r.CPUPerMsg()), cpuMs(r.HarnessPerMsg()))
 	}
 }
 
@@ -109,15 +136,22 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 	if ratio {
 		hdr = append(hdr, "sealrelay/Postfix")
 	}
-	for _, c := range contenders {
-		if c != Direct {
-			hdr = append(hdr, c+" p99 ms")
+	var ceils []string // ceilings that ran, for the sealrelay/ceiling columns
+	for _, c := range ceilings {
+		if has(c) && has(Sealrelay) {
+			ceils = append(ceils, c)
+			hdr = append(hdr, "sealrelay/"+c)
 		}
 	}
-	for _, c := range contenders {
-		if c != Direct {
-			hdr = append(hdr, c+" RSS / PSS MiB")
-		}
+	relays := slices.DeleteFunc(slices.Clone(contenders), func(c string) bool { return slices.Contains(ceilings, c) })
+	for _, c := range relays {
+		hdr = append(hdr, c+" p99 ms")
+	}
+	for _, c := range relays {
+		hdr = append(hdr, c+" RSS / PSS MiB")
+	}
+	for _, c := range relays {
+		hdr = append(hdr, c+" CPU ms/msg")
 	}
 	fmt.Fprintln(w, "| "+strings.Join(hdr, " | ")+" |")
 	align := make([]string, len(hdr))
@@ -148,23 +182,25 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 		if ratio {
 			row = append(row, ratioCell(byC[Sealrelay], byC[Postfix]))
 		}
-		for _, c := range contenders {
-			if c != Direct {
-				row = append(row, ms(time.Duration(med(c, func(r Result) float64 { return float64(r.P99) }))))
-			}
+		for _, c := range ceils {
+			row = append(row, ratioCell(byC[Sealrelay], byC[c]))
 		}
-		for _, c := range contenders {
-			if c != Direct {
-				row = append(row, mib(int64(med(c, func(r Result) float64 { return float64(r.PeakRSS) })))+" / "+
-					mib(int64(med(c, func(r Result) float64 { return float64(r.PeakPSS) }))))
-			}
+		for _, c := range relays {
+			row = append(row, ms(time.Duration(med(c, func(r Result) float64 { return float64(r.P99) }))))
+		}
+		for _, c := range relays {
+			row = append(row, mib(int64(med(c, func(r Result) float64 { return float64(r.PeakRSS) })))+" / "+
+				mib(int64(med(c, func(r Result) float64 { return float64(r.PeakPSS) }))))
+		}
+		for _, c := range relays {
+			row = append(row, cpuMs(med(c, Result.CPUPerMsg)))
 		}
 		fmt.Fprintln(w, "| "+strings.Join(row, " | ")+" |")
 	}
 }
 
 // ratioCell is the median over rounds of sealrelay's delivered/s divided
-// by Postfix's in the same round.
+// by another contender's (pf) in the same round.
 func ratioCell(sr, pf []Result) string {
 	var xs []float64
 	for _, s := range sr {

@@ -84,6 +84,7 @@ const (
 type conn struct {
 	r        *relay
 	raw      net.Conn // the TCP connection; closing it aborts any command
+	wire     net.Conn // what c writes to: raw, or TLS over it
 	c        *smtp.Client
 	tlsState *tls.ConnectionState // nil without TLS
 
@@ -152,7 +153,7 @@ func (r *relay) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, &ConnError{StageConnect, err}
 	}
-	cn := &conn{r: r, raw: raw}
+	cn := &conn{r: r, raw: newWireConn(raw)}
 	done := cn.watch(ctx)
 	err = cn.handshake(ctx)
 	done()
@@ -236,6 +237,7 @@ func (cn *conn) handshake(ctx context.Context) error {
 	}
 	c.SetDeadline(time.Time{}) //nolint:errcheck // see deadline
 
+	cn.wire = c
 	cl := smtp.NewClient(&replayConn{Conn: c, pending: []byte(replay)})
 	cl.CommandTimeout = r.cfg.CommandTimeout
 	cl.SubmissionTimeout = 2 * r.cfg.CommandTimeout

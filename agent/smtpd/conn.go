@@ -10,15 +10,18 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/sealrelay/sealrelay/internal/heldwrites"
 )
 
 // conn wraps every accepted connection, below go-smtp and below TLS. It
 // gives the connection an id and a client address, counts errors in a row,
 // turns an HTTP request line away before go-smtp sees it, counts idle
-// timeouts, gives go-smtp's replies to unknown MAIL/RCPT parameters their
-// RFC code, and lets the server end reads (on too many errors, or at
-// shutdown) without racing go-smtp's own writes.
+// timeouts, lets the server end reads (on too many errors, or at
+// shutdown) without racing go-smtp's own writes, holds replies until the
+// next read and reads ahead in a message (fewer system calls).
 type conn struct {
 	net.Conn
 	srv  *Server
@@ -34,6 +37,15 @@ type conn struct {
 	firstLine     []byte
 	firstLineDone bool
 
+	// raw reads the socket without waiting (for readAhead); nil if the
+	// connection has no file descriptor.
+	raw syscall.RawConn
+	// ahead holds bytes read ahead and not yet returned, in aheadBuf.
+	ahead    []byte
+	aheadBuf *[]byte
+	// out holds what was written and not yet sent (see Write).
+	out *heldwrites.Writer
+
 	mu             sync.Mutex
 	errors         int  // errors in a row
 	inData         int  // Data calls in progress
@@ -43,7 +55,11 @@ type conn struct {
 func newConn(c net.Conn, srv *Server) *conn {
 	var b [8]byte
 	rand.Read(b[:])
-	return &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c)}
+	cn := &conn{Conn: c, srv: srv, id: hex.EncodeToString(b[:]), addr: clientAddr(c), out: heldwrites.New(c, outFlushSize)}
+	if sc, ok := c.(syscall.Conn); ok {
+		cn.raw, _ = sc.SyscallConn()
+	}
+	return cn
 }
 
 // httpMethods are the request lines refused as the first line, followed by
@@ -68,6 +84,9 @@ func isHTTPRequest(line []byte) bool {
 }
 
 func (c *conn) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	if e := c.stopReads.Load(); e != nil {
 		return 0, *e
 	}
@@ -84,6 +103,15 @@ func (c *conn) Read(p []byte) (int, error) {
 // MAIL, RCPT or DATA with errIdle, and go-smtp answers the next read's
 // timeout with 421 4.4.2 and closes.)
 func (c *conn) read(p []byte) (int, error) {
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		if len(c.ahead) == 0 {
+			aheadPool.Put(c.aheadBuf)
+			c.ahead, c.aheadBuf = nil, nil
+		}
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() && c.stopReads.Load() == nil {
 		c.mu.Lock()
@@ -95,35 +123,50 @@ func (c *conn) read(p []byte) (int, error) {
 			c.stop(err)
 		}
 	}
+	if err == nil && n == len(p) && n >= readAheadMin && c.receiving() {
+		c.readAhead()
+	}
 	return n, err
 }
 
-// paramReplies maps go-smtp's replies to MAIL FROM and RCPT TO parameters
-// it does not know or does not implement (500 and 504) to RFC 5321's code
-// for them, 555 (section 4.1.1.11). Each reply is one Write. Inside TLS
-// the writes are encrypted and pass unchanged.
-var paramReplies = func() map[string]string {
-	m := map[string]string{
-		"500 5.5.4 Unknown MAIL FROM argument\r\n": "555 5.5.4 MAIL FROM parameter not recognized\r\n",
-		"500 5.5.4 Unknown RCPT TO argument\r\n":   "555 5.5.4 RCPT TO parameter not recognized\r\n",
-	}
-	for _, ext := range []string{"REQUIRETLS", "BINARYMIME", "RET", "ENVID",
-		"NOTIFY", "ORCPT", "RRVS", "DELIVERBY", "MT-PRIORITY"} {
-		m["504 5.5.4 "+ext+" is not implemented\r\n"] = "555 5.5.4 " + ext + " is not implemented\r\n"
-	}
-	return m
-}()
+// readAheadSize is how much readAhead takes at once; readAheadMin the
+// smallest read that, filled, starts it (a short read filled says little
+// about what follows).
+const (
+	readAheadSize = 64 << 10
+	readAheadMin  = 2 << 10
+)
 
-func (c *conn) Write(p []byte) (int, error) {
-	if len(p) > 0 && p[0] == '5' {
-		if r, ok := paramReplies[string(p)]; ok {
-			if _, err := io.WriteString(c.Conn, r); err != nil {
-				return 0, err
-			}
-			return len(p), nil
-		}
+var aheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+// readAhead takes what the socket holds already, without waiting, after a
+// read in a message filled the reader's buffer (of readAheadMin or more):
+// go-smtp reads through a 4 KB buffer, and a message streamed in 64 KB
+// system calls instead of 4 KB ones costs a fraction of them. The buffer comes from a pool and
+// goes back as soon as it is drained, so a session waiting for a slow
+// client holds none. A read error is left for the next read to find.
+func (c *conn) readAhead() {
+	if c.raw == nil {
+		return
 	}
-	return c.Conn.Write(p)
+	buf := aheadPool.Get().(*[]byte)
+	n := 0
+	c.raw.Read(func(fd uintptr) bool { //nolint:errcheck // see above
+		n, _ = syscall.Read(int(fd), *buf)
+		return true // one try: never wait
+	})
+	if n <= 0 {
+		aheadPool.Put(buf)
+		return
+	}
+	c.ahead, c.aheadBuf = (*buf)[:n], buf
+}
+
+// receiving reports whether a message is being received.
+func (c *conn) receiving() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inData > 0
 }
 
 // readFirstLine reads until it has the first line or enough of it to tell
@@ -156,11 +199,42 @@ func (c *conn) readFirstLine(p []byte) (int, error) {
 	return n, nil
 }
 
-// writeNow writes s directly to the connection, with the write timeout.
-// Only for when go-smtp is not writing (it is waiting for our Read).
+// Write holds what go-smtp (or TLS over this connection) writes until the
+// next Read, Close or deadline change, and then sends it in one system
+// call: the session reads after every reply, and a reply of many lines
+// (EHLO's), which go-smtp writes a line at a time, goes out in one piece.
+// The write deadline go-smtp set for the reply still bounds the send. The
+// first error sticks: nothing is sent after part of a reply was lost.
+func (c *conn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
+// flush sends what Write holds.
+func (c *conn) flush() error { return c.out.Flush() }
+
+// SetWriteDeadline sends what Write holds, under the deadline it was
+// written under, before setting another: TLS's Close writes its
+// close_notify and then sets the deadline to now, before closing.
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.flush() //nolint:errcheck // the error sticks for the next Write or Read
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is SetWriteDeadline for both directions.
+func (c *conn) SetDeadline(t time.Time) error {
+	c.flush() //nolint:errcheck // as above
+	return c.Conn.SetDeadline(t)
+}
+
+// outFlushSize is how much waits before it is sent without a read.
+const outFlushSize = 16 << 10
+
+// writeNow writes s directly to the connection, after what Write holds,
+// with the write timeout. Only for when go-smtp is not writing (it is
+// waiting for our Read).
 func (c *conn) writeNow(s string) {
 	c.SetWriteDeadline(time.Now().Add(c.srv.opt.WriteTimeout))
-	io.WriteString(c.Conn, s)
+	if c.flush() == nil {
+		io.WriteString(c.Conn, s)
+	}
 }
 
 // stop makes every further Read return err.
@@ -220,8 +294,10 @@ func (c *conn) shutdown() {
 	c.SetReadDeadline(time.Unix(1, 0)) // wake a blocked Read
 }
 
-// Close closes the connection and forgets it.
+// Close sends what Write holds (the last reply), then closes the
+// connection and forgets it.
 func (c *conn) Close() error {
+	c.flush() //nolint:errcheck // closing anyway
 	c.srv.untrack(c)
 	return c.Conn.Close()
 }

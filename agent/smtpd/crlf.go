@@ -53,26 +53,40 @@ func (s *strictCRLFReader) Read(p []byte) (int, error) {
 }
 
 // check reports whether b, following the bytes already seen, has only
-// CRLF line endings so far.
+// CRLF line endings so far. It finds the LFs with bytes.IndexByte and
+// counts the CRs with bytes.Count: every LF must follow a CR, and then as
+// many CRs as LFs means no CR stands alone (a CR at the very end waits for
+// the next bytes).
 func (s *strictCRLFReader) check(b []byte) bool {
-	for len(b) > 0 {
-		if s.lastCR {
-			if b[0] != '\n' {
-				return false
-			}
-			s.lastCR = false
-			b = b[1:]
-			continue
-		}
-		i := bytes.IndexAny(b, "\r\n")
-		if i < 0 {
-			return true
-		}
-		if b[i] == '\n' {
+	if len(b) == 0 {
+		return true
+	}
+	if s.lastCR {
+		if b[0] != '\n' {
 			return false
 		}
-		s.lastCR = true
-		b = b[i+1:]
+		s.lastCR = false
+		b = b[1:]
 	}
-	return true
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		s.lastCR = true
+		b = b[:n-1]
+	}
+	lfs := 0
+	for p := b; ; {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			break
+		}
+		if i == 0 || p[i-1] != '\r' {
+			// A LF first in p: first in b (no CR before it, or the CR
+			// was checked above), or right after the previous LF.
+			return false
+		}
+		lfs++
+		p = p[i+1:]
+	}
+	return bytes.Count(b, cr) == lfs
 }
+
+var cr = []byte{'\r'}

@@ -233,25 +233,42 @@ func TestConnectionReset(t *testing.T) {
 	}
 }
 
+// Unknown MAIL FROM and RCPT TO parameters, and those of extensions not
+// offered, answer 555 (RFC 5321 section 4.1.1.11), in a plaintext session
+// and inside STARTTLS alike.
 func TestUnknownParameters(t *testing.T) {
-	q := &recQueue{}
-	_, addr, _ := startServer(t, Options{MaxErrors: 100}, q)
-	c := dial(t, addr)
-	c.cmd("EHLO client.example", 250, "")
-	c.cmd("MAIL FROM:<app@example.com> FOO=BAR", 555, "5.5.4 MAIL FROM parameter not recognized")
-	c.cmd("MAIL FROM:<app@example.com> SMTPUTF8", 250, "") // offered (RFC 6531)
-	c.cmd("RSET", 250, "")
-	c.cmd("MAIL FROM:<app@example.com> RET=FULL", 555, "5.5.4 RET is not implemented")
-	c.cmd("MAIL FROM:<app@example.com> BODY=BINARYMIME", 555, "5.5.4 BINARYMIME is not implemented")
-	c.cmd("MAIL FROM:<app@example.com> SIZE=100 BODY=8BITMIME", 250, "")
-	c.cmd("RCPT TO:<a@example.org> FOO=1", 555, "5.5.4 RCPT TO parameter not recognized")
-	c.cmd("RCPT TO:<a@example.org> NOTIFY=NEVER", 555, "5.5.4 NOTIFY is not implemented")
-	c.cmd("RCPT TO:<a@example.org> ORCPT=rfc822;a@example.org", 555, "5.5.4 ORCPT is not implemented")
-	c.cmd("RCPT TO:<a@example.org>", 250, "")
-	c.cmd("DATA", 354, "")
-	c.write("Subject: x\r\n\r\nx\r\n.\r\n")
-	c.expect(250, "")
-	if got := q.all(); len(got) != 1 || got[0].to[0] != "a@example.org" {
-		t.Errorf("queued %+v", got)
+	certFile, keyFile, pool := testCert(t, t.TempDir())
+	cfg, err := LoadTLS(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tlsSession := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plaintext", true: "STARTTLS"}[tlsSession], func(t *testing.T) {
+			q := &recQueue{}
+			_, addr, _ := startServer(t, Options{MaxErrors: 100, TLSConfig: cfg}, q)
+			c := dial(t, addr)
+			c.cmd("EHLO client.example", 250, "")
+			if tlsSession {
+				c.cmd("STARTTLS", 220, "")
+				c.startTLS(pool)
+				c.cmd("EHLO client.example", 250, "")
+			}
+			c.cmd("MAIL FROM:<app@example.com> FOO=BAR", 555, "5.5.4 MAIL FROM parameter not recognized")
+			c.cmd("MAIL FROM:<app@example.com> SMTPUTF8", 250, "") // offered (RFC 6531)
+			c.cmd("RSET", 250, "")
+			c.cmd("MAIL FROM:<app@example.com> RET=FULL", 555, "5.5.4 RET is not implemented")
+			c.cmd("MAIL FROM:<app@example.com> BODY=BINARYMIME", 555, "5.5.4 BINARYMIME is not implemented")
+			c.cmd("MAIL FROM:<app@example.com> SIZE=100 BODY=8BITMIME", 250, "")
+			c.cmd("RCPT TO:<a@example.org> FOO=1", 555, "5.5.4 RCPT TO parameter not recognized")
+			c.cmd("RCPT TO:<a@example.org> NOTIFY=NEVER", 555, "5.5.4 NOTIFY is not implemented")
+			c.cmd("RCPT TO:<a@example.org> ORCPT=rfc822;a@example.org", 555, "5.5.4 ORCPT is not implemented")
+			c.cmd("RCPT TO:<a@example.org>", 250, "")
+			c.cmd("DATA", 354, "")
+			c.write("Subject: x\r\n\r\nx\r\n.\r\n")
+			c.expect(250, "")
+			if got := q.all(); len(got) != 1 || got[0].to[0] != "a@example.org" {
+				t.Errorf("queued %+v", got)
+			}
+		})
 	}
 }

@@ -28,9 +28,10 @@
 //     keep a session open.
 //   - A client that resets its connection (a TCP probe) is counted in
 //     Stats.ConnectionErrors and logged at debug level, not as a warning.
-//   - Unknown MAIL FROM and RCPT TO parameters answer 555 5.5.4 (RFC 5321
-//     section 4.1.1.11) in plaintext sessions; go-smtp answers them itself
-//     with 500 5.5.4, and inside TLS its reply cannot be rewritten.
+//   - Unknown MAIL FROM and RCPT TO parameters, and those of extensions
+//     not offered, answer 555 5.5.4 (RFC 5321 section 4.1.1.11), inside
+//     STARTTLS too (go-smtp answers them, with the change in
+//     docs/patches/go-smtp-0002-reply-555-to-unknown-parameters.patch).
 //   - MaxErrors errors in a row close the session with 421 4.7.0. (go-smtp
 //     itself also closes a session after its fourth unparsable command,
 //     with 500 5.5.1.)
@@ -155,8 +156,8 @@ const (
 
 // Stats is a snapshot of the listener's counters. Rejected counts the
 // refusals this package decides; go-smtp's own syntax and sequence errors,
-// and its SIZE= and BDAT size refusals, are not counted (nor its replies
-// to unknown parameters, which the connection rewrites to 555).
+// and its SIZE= and BDAT size refusals, are not counted (nor its 555
+// replies to unknown parameters).
 // ReasonNetwork, ReasonMaxSessions and ReasonMaxPerClient count
 // connections, ReasonIdle sessions, the other reasons count replies.
 type Stats struct {

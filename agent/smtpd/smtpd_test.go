@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -743,4 +744,62 @@ func TestNewErrors(t *testing.T) {
 	if !s.allowed(netip.MustParseAddr("10.1.2.3")) || s.allowed(netip.MustParseAddr("10.1.3.3")) {
 		t.Errorf("mapped prefix became %v", s.opt.AllowedNetworks)
 	}
+}
+
+// Large messages, and commands pipelined after one (RFC 2920): the
+// listener reads ahead of go-smtp while a message streams in, and every
+// byte must still reach the message or the command it belongs to, in
+// order. The second message is dot-stuffed where reads fall.
+func TestLargeMessagesPipelined(t *testing.T) {
+	q := &recQueue{}
+	_, addr, _ := startServer(t, Options{}, q)
+	c := dial(t, addr)
+	c.cmd("EHLO client.example", 250, "")
+	line := func(i int) string { return fmt.Sprintf("line %06d %s\r\n", i, strings.Repeat("x", 60)) }
+	var b1, b2 strings.Builder
+	b1.WriteString("Subject: one\r\n\r\n")
+	b2.WriteString("Subject: two\r\n\r\n")
+	for i := range 6000 { // about 450 KB each
+		b1.WriteString(line(i))
+		if i%7 == 0 {
+			b2.WriteString("." + line(i))
+		} else {
+			b2.WriteString(line(i))
+		}
+	}
+	c.cmd("MAIL FROM:<app@example.com>", 250, "")
+	c.cmd("RCPT TO:<a@example.org>", 250, "")
+	c.cmd("DATA", 354, "")
+	// The end of the first message and the next transaction's commands
+	// in one write.
+	c.write(b1.String() + ".\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+	c.expect(250, "")
+	c.expect(250, "")
+	c.expect(250, "")
+	c.expect(354, "")
+	c.write(strings.ReplaceAll(b2.String(), "\r\n.", "\r\n..") + ".\r\nQUIT\r\n")
+	c.expect(250, "")
+	c.expect(221, "")
+	got := q.all()
+	if len(got) != 2 {
+		t.Fatalf("queued %d messages, want 2", len(got))
+	}
+	for i, want := range []string{b1.String(), b2.String()} {
+		body := got[i].body[strings.Index(got[i].body, "Subject: "):] // after the Received header
+		if body != want {
+			t.Errorf("message %d: %d bytes queued, want %d (first difference at %d)", i+1, len(body), len(want), firstDiff(body, want))
+		}
+	}
+	if got[1].to[0] != "b@example.org" {
+		t.Errorf("second message to %v", got[1].to)
+	}
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

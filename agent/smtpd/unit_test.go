@@ -1,14 +1,19 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 func TestStrictCRLFReader(t *testing.T) {
@@ -52,6 +57,60 @@ func TestStrictCRLFReader(t *testing.T) {
 			if !(&strictCRLFReader{}).check(got) {
 				t.Errorf("%q (split %v): passed on a bare line ending: %q", tc.in, split, got)
 			}
+		}
+	}
+}
+
+// refCheck is strictCRLFReader.check as it scanned with bytes.IndexAny:
+// the reference the counting version must agree with.
+func refCheck(lastCR *bool, b []byte) bool {
+	for len(b) > 0 {
+		if *lastCR {
+			if b[0] != '\n' {
+				return false
+			}
+			*lastCR = false
+			b = b[1:]
+			continue
+		}
+		i := bytes.IndexAny(b, "\r\n")
+		if i < 0 {
+			return true
+		}
+		if b[i] == '\n' {
+			return false
+		}
+		*lastCR = true
+		b = b[i+1:]
+	}
+	return true
+}
+
+// The check agrees with the reference on random bytes cut into random
+// reads: the verdict of every read, and the carried CR while it passes.
+func TestStrictCRLFCheckMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte("ab\r\n\r\n")
+	for range 50000 {
+		in := make([]byte, rng.IntN(40))
+		for j := range in {
+			in[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		var s strictCRLFReader
+		refCR := false
+		for p := in; len(p) > 0; {
+			k := min(len(p), rng.IntN(8)+1)
+			got, want := s.check(p[:k]), refCheck(&refCR, p[:k])
+			if got != want {
+				t.Fatalf("%q, read %q: check = %v, reference %v", in, p[:k], got, want)
+			}
+			if !got {
+				break
+			}
+			if s.lastCR != refCR {
+				t.Fatalf("%q, read %q: lastCR = %v, reference %v", in, p[:k], s.lastCR, refCR)
+			}
+			p = p[k:]
 		}
 	}
 }
@@ -192,5 +251,90 @@ func TestLoadTLS(t *testing.T) {
 		if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), string(keyPEM[30:60])) {
 			t.Errorf("LoadTLS error quotes key material: %q", err)
 		}
+	}
+}
+
+// wireRec is the network under a conn: it records the writes that reach
+// it and reads from in; with fail set, every write fails with it.
+type wireRec struct {
+	net.Conn // nil: only what is used here is called
+	in       *strings.Reader
+	writes   []string
+	fail     error
+	closed   bool
+}
+
+func (w *wireRec) Write(p []byte) (int, error) {
+	if w.fail != nil {
+		return 0, w.fail
+	}
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+func (w *wireRec) Read(p []byte) (int, error)        { return w.in.Read(p) }
+func (w *wireRec) Close() error                      { w.closed = true; return nil }
+func (w *wireRec) SetWriteDeadline(time.Time) error  { return nil }
+func (w *wireRec) RemoteAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+func (w *wireRec) SetReadDeadline(t time.Time) error { return nil }
+
+func newTestConn(t *testing.T, w *wireRec) *conn {
+	t.Helper()
+	s, err := New(Options{Hostname: testHost}, discardQueue{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newConn(w, s)
+}
+
+// Replies wait for the next read (or the close) and go out in one write,
+// in order, with what writeNow adds after them.
+func TestConnHoldsRepliesUntilRead(t *testing.T) {
+	w := &wireRec{in: strings.NewReader("EHLO client.example\r\n")}
+	c := newTestConn(t, w)
+	for _, s := range []string{"220 mx.test ESMTP\r\n", "250-mx.test\r\n", "250-PIPELINING\r\n", "250 SMTPUTF8\r\n"} {
+		if _, err := c.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.writes) != 0 {
+		t.Fatalf("sent before a read: %q", w.writes)
+	}
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "EHLO client.example\r\n" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if want := []string{"220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n"}; !slices.Equal(w.writes, want) {
+		t.Fatalf("writes = %q, want %q", w.writes, want)
+	}
+	c.Write([]byte("250 first\r\n"))
+	c.writeNow("554 5.7.0 second\r\n")
+	// A new write deadline sends what waits first (TLS's Close writes its
+	// close_notify, then sets the deadline to now).
+	c.Write([]byte("221 2.0.0 bye\r\n"))
+	c.SetWriteDeadline(time.Now())
+	c.Write([]byte("last\r\n"))
+	c.Close()
+	want := []string{"220 mx.test ESMTP\r\n250-mx.test\r\n250-PIPELINING\r\n250 SMTPUTF8\r\n", "250 first\r\n", "554 5.7.0 second\r\n", "221 2.0.0 bye\r\n", "last\r\n"}
+	if !slices.Equal(w.writes, want) || !w.closed {
+		t.Fatalf("writes = %q (closed %v), want %q", w.writes, w.closed, want)
+	}
+}
+
+// After a failed send nothing more goes out, and reads fail too.
+func TestConnReplyErrorSticks(t *testing.T) {
+	boom := errors.New("connection reset by peer")
+	w := &wireRec{in: strings.NewReader("QUIT\r\n"), fail: boom}
+	c := newTestConn(t, w)
+	c.Write([]byte("220 mx.test ESMTP\r\n"))
+	if _, err := c.Read(make([]byte, 64)); !errors.Is(err, boom) {
+		t.Fatalf("Read after a failed send: %v, want it", err)
+	}
+	w.fail = nil
+	if _, err := c.Write([]byte("221 bye\r\n")); !errors.Is(err, boom) {
+		t.Errorf("Write after a failed send: %v, want the first error", err)
+	}
+	c.Close()
+	if len(w.writes) != 0 {
+		t.Errorf("sent after the failure: %q", w.writes)
 	}
 }

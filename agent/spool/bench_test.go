@@ -11,43 +11,46 @@ import (
 	"time"
 )
 
-// BenchmarkPut measures the durable write path with 2 KB messages: one
-// writer at a time, and many at once (where concurrent Puts share
-// directory fsyncs). Each Put is fsynced before it returns, so the figures
-// depend on the disk under the test's temporary directory.
+// BenchmarkPut measures the durable write path with 2 KB and 100 KB
+// messages: one writer at a time, and many at once (where concurrent Puts
+// share the journal's fdatasync). Each Put is durable before it returns,
+// so the figures depend on the disk under the test's temporary directory.
 func BenchmarkPut(b *testing.B) {
-	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 32) // 2 KB
+	line := []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n")
 	to := []string{"bob@example.org"}
-	open := func(b *testing.B) *Queue {
-		q, err := Open(Options{Dir: filepath.Join(b.TempDir(), "spool"), Hostname: "bench.example.com"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { q.Close() })
-		b.SetBytes(int64(len(body)))
-		b.ReportAllocs()
-		return q
-	}
-	b.Run("sequential", func(b *testing.B) {
-		q := open(b)
-		for b.Loop() {
-			if _, err := q.Put(context.Background(), "alice@example.com", to, bytes.NewReader(body)); err != nil {
+	for _, size := range []int{2 << 10, 100 << 10} {
+		body := bytes.Repeat(line, size/len(line))
+		open := func(b *testing.B) *Queue {
+			q, err := Open(Options{Dir: filepath.Join(b.TempDir(), "spool"), Hostname: "bench.example.com"})
+			if err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { q.Close() })
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			return q
 		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		q := open(b)
-		b.SetParallelism(8) // 8 x GOMAXPROCS concurrent sessions
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
+		b.Run(fmt.Sprintf("%dKB/sequential", size>>10), func(b *testing.B) {
+			q := open(b)
+			for b.Loop() {
 				if _, err := q.Put(context.Background(), "alice@example.com", to, bytes.NewReader(body)); err != nil {
-					b.Error(err)
-					return
+					b.Fatal(err)
 				}
 			}
 		})
-	})
+		b.Run(fmt.Sprintf("%dKB/parallel", size>>10), func(b *testing.B) {
+			q := open(b)
+			b.SetParallelism(8) // 8 x GOMAXPROCS concurrent sessions
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := q.Put(context.Background(), "alice@example.com", to, bytes.NewReader(body)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkRestart measures a restart with a large queue (SPOOL_BENCH_ITEMS,

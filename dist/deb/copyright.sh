@@ -65,11 +65,22 @@ add() {
 gover=$("$GO" version "$bin" | awk '{print $2}')
 add "Go runtime and standard library $gover" "$goroot" "$goroot/LICENSE"
 # The module cache escapes capitals: github.com/BurntSushi -> github.com/!burnt!sushi.
-# A "=>" line replaces the module of the "dep" line before it.
+# A "=>" line replaces the module of the "dep" line before it; a
+# replacement by a directory of this repository (a module carried with
+# patches, third_party/) is read from there, and named as the module it
+# replaces with the directory it is carried in.
+root=$(cd "$(dirname "$0")/../.." && pwd)
 "$GO" version -m "$bin" |
-  awk '$1 == "dep" { if (m != "") print m; m = $2 " " $3 } $1 == "=>" { m = $2 " " $3 } END { if (m != "") print m }' |
-  while read -r path ver; do
-    dir="$modcache/$(printf '%s' "$path" | sed 's/[A-Z]/!\L&/g')@$ver"
+  awk '$1 == "dep" { if (m != "") print m; d = $2 " " $3; m = d }
+       $1 == "=>" { if ($2 ~ /^\.\.?\//) m = d " " $2; else m = $2 " " $3 }
+       END { if (m != "") print m }' |
+  while read -r path ver local; do
+    if [ -n "$local" ]; then
+      dir="$root/${local#./}"
+      ver="$ver, patched, carried in ${local#./}"
+    else
+      dir="$modcache/$(printf '%s' "$path" | sed 's/[A-Z]/!\L&/g')@$ver"
+    fi
     lic=""
     for f in LICENSE LICENSE.md LICENSE.txt LICENCE COPYING LICENSE-MIT; do
       if [ -f "$dir/$f" ]; then lic="$dir/$f"; break; fi
