@@ -49,6 +49,7 @@
 package smtpd
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -244,30 +245,15 @@ func New(opt Options, q Queue) (*Server, error) {
 			return nil, fmt.Errorf("smtpd: %s is negative", f.name)
 		}
 	}
-	if opt.MaxMessageBytes == 0 {
-		opt.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if opt.MaxRecipients == 0 {
-		opt.MaxRecipients = DefaultMaxRecipients
-	}
-	if opt.ReadTimeout == 0 {
-		opt.ReadTimeout = DefaultTimeout
-	}
-	if opt.WriteTimeout == 0 {
-		opt.WriteTimeout = DefaultTimeout
-	}
-	if opt.IdleTimeout == 0 {
-		opt.IdleTimeout = DefaultIdleTimeout
-	}
-	if opt.MaxErrors == 0 {
-		opt.MaxErrors = DefaultMaxErrors
-	}
-	if opt.MaxSessions == 0 {
-		opt.MaxSessions = DefaultMaxSessions
-	}
-	if opt.MaxSessionsPerClient == 0 {
-		opt.MaxSessionsPerClient = DefaultMaxSessionsPerClient
-	}
+	// Unset (zero) limits take their defaults.
+	opt.MaxMessageBytes = cmp.Or(opt.MaxMessageBytes, DefaultMaxMessageBytes)
+	opt.MaxRecipients = cmp.Or(opt.MaxRecipients, DefaultMaxRecipients)
+	opt.ReadTimeout = cmp.Or(opt.ReadTimeout, DefaultTimeout)
+	opt.WriteTimeout = cmp.Or(opt.WriteTimeout, DefaultTimeout)
+	opt.IdleTimeout = cmp.Or(opt.IdleTimeout, DefaultIdleTimeout)
+	opt.MaxErrors = cmp.Or(opt.MaxErrors, DefaultMaxErrors)
+	opt.MaxSessions = cmp.Or(opt.MaxSessions, DefaultMaxSessions)
+	opt.MaxSessionsPerClient = cmp.Or(opt.MaxSessionsPerClient, DefaultMaxSessionsPerClient)
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
