@@ -1,7 +1,7 @@
 #!/bin/sh
 # Rebuilds third_party/go-smtp: go-smtp at the version go.mod requires,
 # from the Go module proxy, with docs/patches/go-smtp-*.patch applied in
-# order. go.mod's replace line builds sealrelay against it (README.md,
+# order, without its cmd/ (a debug server). go.mod's replace line builds sealrelay against it (README.md,
 # "Performance", says why).
 #
 #   tools/third_party.sh          rewrite third_party/go-smtp
@@ -20,6 +20,9 @@ chmod -R u+w "$tmp/go-smtp"
 for p in "$repo"/docs/patches/go-smtp-*.patch; do
 	(cd "$tmp/go-smtp" && git apply --whitespace=nowarn "$p") || { echo "third_party.sh: $p does not apply to $mod@$ver" >&2; exit 1; }
 done
+# go-smtp's cmd/smtp-debug-server prints whole sessions, AUTH included, to
+# stdout; sealrelay never builds it, so the copy leaves it out.
+rm -rf "$tmp/go-smtp/cmd"
 if [ "${1:-}" = "-check" ]; then
 	if ! diff -r "$tmp/go-smtp" third_party/go-smtp >/dev/null; then
 		echo "third_party.sh: third_party/go-smtp is not $mod@$ver with docs/patches/go-smtp-*.patch applied" >&2
