@@ -60,7 +60,7 @@ func TestImportRules(t *testing.T) {
 		}
 		return false
 	}
-	product := []string{"internal/hint", "internal/roots", "internal/safeio", "internal/testseam", "internal/relayhost"}
+	product := []string{"internal/hint", "internal/roots", "internal/safeio", "internal/testseam", "internal/relayhost", "internal/addrpat", "internal/heldwrites"}
 	rules := []struct {
 		rule  string
 		check func(pkg, imp string) bool // true: pkg may not import imp
