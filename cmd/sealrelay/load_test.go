@@ -13,7 +13,8 @@ import (
 // steady traffic of the rotation tests.
 type load struct {
 	mu       sync.Mutex
-	accepted map[string]time.Time // Message-ID -> when the agent took it
+	accepted map[string]time.Time // Message-ID -> when the agent took it (the client's session ended)
+	started  map[string]time.Time // Message-ID -> when the client began to submit it
 	refused  int
 	stopc    chan struct{}
 	done     chan struct{}
@@ -27,7 +28,7 @@ func startLoad(addr, prefix string) *load {
 // startLoadOver sends to each of addrs in turn, gap apart, with
 // Message-IDs <prefix.N@rig>.
 func startLoadOver(addrs []string, prefix string, gap time.Duration) *load {
-	l := &load{accepted: map[string]time.Time{}, stopc: make(chan struct{}), done: make(chan struct{})}
+	l := &load{accepted: map[string]time.Time{}, started: map[string]time.Time{}, stopc: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		for i := 0; ; i++ {
@@ -37,10 +38,12 @@ func startLoadOver(addrs []string, prefix string, gap time.Duration) *load {
 			default:
 			}
 			id := fmt.Sprintf("<%s.%d@rig>", prefix, i)
+			begun := time.Now()
 			err := send(addrs[i%len(addrs)], "app@client.test", "user@example.net", id)
 			l.mu.Lock()
 			if err == nil {
 				l.accepted[id] = time.Now()
+				l.started[id] = begun
 			} else {
 				l.refused++
 			}
@@ -59,6 +62,14 @@ func (l *load) stop() (accepted map[string]time.Time, refused int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.accepted, l.refused
+}
+
+// startedAt returns, for each message the agent took, when its submission
+// began: its delivery cannot have started before then. Call it after stop.
+func (l *load) startedAt() map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.started
 }
 
 // outcome is what became of a load's messages at the relay.
