@@ -141,6 +141,15 @@ func (h *harness) advance(to time.Time) {
 	h.q.kick()
 }
 
+// listedIDs returns the IDs of the items q lists, in its order (by ID).
+func listedIDs(q *Queue) []string {
+	var ids []string
+	for _, in := range q.List() {
+		ids = append(ids, in.ID)
+	}
+	return ids
+}
+
 // info returns the queue's view of id.
 func (h *harness) info(id string) Info {
 	h.t.Helper()

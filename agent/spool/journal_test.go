@@ -65,10 +65,7 @@ func TestJournalPutIsDurableAcrossRestart(t *testing.T) {
 	crash(h.q)
 
 	h2 := journalHarness(t, Options{Dir: h.dir})
-	var got []string
-	for _, in := range h2.q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(h2.q)
 	slices.Sort(ids)
 	if !slices.Equal(got, ids) {
 		t.Fatalf("after restart: %v, want %v", got, ids)
@@ -195,10 +192,7 @@ func TestJournalTornTail(t *testing.T) {
 	f.Close()
 
 	h2 := journalHarness(t, Options{Dir: h.dir})
-	var got []string
-	for _, in := range h2.q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(h2.q)
 	want := []string{a, b}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -212,31 +206,41 @@ func TestJournalTornTail(t *testing.T) {
 	}
 }
 
-// TestJournalDamagedRecord: a record damaged in the middle of a segment is
-// reported, a copy of the segment is kept in quarantine, and the good
-// records around it are loaded.
-func TestJournalDamagedRecord(t *testing.T) {
-	h := journalHarness(t, Options{})
-	a := h.put("alice@example.com", "a@example.org")
-	b := h.put("alice@example.com", "b@example.org")
-	c := h.put("alice@example.com", "c@example.org")
+// threeInASegment puts three messages (to a@, b@ and c@example.org) into
+// one journal segment, crashes the queue, and returns the segment's path
+// and bytes with the three IDs.
+func threeInASegment(t *testing.T) (h *harness, seg string, data []byte, a, b, c string) {
+	t.Helper()
+	h = journalHarness(t, Options{})
+	a = h.put("alice@example.com", "a@example.org")
+	b = h.put("alice@example.com", "b@example.org")
+	c = h.put("alice@example.com", "c@example.org")
 	crash(h.q)
-	seg := segments(t, h.dir)[0]
+	seg = segments(t, h.dir)[0]
 	data, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Flip a byte inside b's message ("the numbers are attached").
-	i := bytes.Index(data, []byte(`"address":"b@example.org"`))
-	j := bytes.Index(data[i:], []byte("numbers"))
-	data[i+j] ^= 0x20
+	return h, seg, data, a, b, c
+}
+
+// messageOffset is where, in a segment's bytes, the message of the record
+// addressed to rcpt says "numbers" (the body h.put writes).
+func messageOffset(data []byte, rcpt string) int {
+	i := bytes.Index(data, []byte(`"address":"`+rcpt+`"`))
+	return i + bytes.Index(data[i:], []byte("numbers"))
+}
+
+// TestJournalDamagedRecord: a record damaged in the middle of a segment is
+// reported, a copy of the segment is kept in quarantine, and the good
+// records around it are loaded.
+func TestJournalDamagedRecord(t *testing.T) {
+	h, seg, data, a, b, c := threeInASegment(t)
+	data[messageOffset(data, "b@example.org")] ^= 0x20
 	os.WriteFile(seg, data, 0o600)
 
 	h2 := journalHarness(t, Options{Dir: h.dir})
-	var got []string
-	for _, in := range h2.q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(h2.q)
 	want := []string{a, c}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
@@ -259,28 +263,13 @@ func TestJournalDamagedRecord(t *testing.T) {
 // torn one as incomplete (the scanner once took the torn record's header,
 // whose length runs past the end, for garbage and stopped).
 func TestJournalDamagedBeforeTornTail(t *testing.T) {
-	h := journalHarness(t, Options{})
-	a := h.put("alice@example.com", "a@example.org")
-	b := h.put("alice@example.com", "b@example.org")
-	c := h.put("alice@example.com", "c@example.org")
-	crash(h.q)
-	seg := segments(t, h.dir)[0]
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(data, []byte(`"address":"b@example.org"`))
-	j := bytes.Index(data[i:], []byte("numbers"))
-	data[i+j] ^= 0x20
-	k := bytes.Index(data, []byte(`"address":"c@example.org"`))
-	k += bytes.Index(data[k:], []byte("numbers")) // inside c's message: its envelope still reads
-	os.WriteFile(seg, data[:k], 0o600)
+	h, seg, data, a, b, c := threeInASegment(t)
+	data[messageOffset(data, "b@example.org")] ^= 0x20
+	// Cut inside c's message: its envelope still reads.
+	os.WriteFile(seg, data[:messageOffset(data, "c@example.org")], 0o600)
 
 	h2 := journalHarness(t, Options{Dir: h.dir})
-	var got []string
-	for _, in := range h2.q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(h2.q)
 	if !slices.Equal(got, []string{a}) {
 		t.Errorf("loaded %v, want only %s", got, a)
 	}
@@ -340,10 +329,7 @@ func TestJournalSyncFailure(t *testing.T) {
 		t.Errorf("%d segments, want 2 (the failed one sealed, a new one)", n)
 	}
 	crash(h.q)
-	var got []string
-	for _, in := range journalHarness(t, Options{Dir: h.dir}).q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(journalHarness(t, Options{Dir: h.dir}).q)
 	want := []string{a, c}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {

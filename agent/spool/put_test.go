@@ -305,10 +305,7 @@ func TestConcurrentPuts(t *testing.T) {
 	t.Logf("%d concurrent Puts made %d directory fsyncs", n, dirSyncs.Load())
 	crash(h.q)
 	h2 := newHarness(t, Options{Dir: h.dir})
-	var got []string
-	for _, in := range h2.q.List() {
-		got = append(got, in.ID)
-	}
+	got := listedIDs(h2.q)
 	slices.Sort(ids)
 	if !slices.Equal(got, ids) {
 		t.Fatalf("after restart: %d items, want the %d acknowledged", len(got), n)
