@@ -235,6 +235,18 @@ func canBind127002(t testing.TB) bool {
 // testCert writes a self-signed certificate for 127.0.0.1 and its key to
 // dir and returns their paths and a pool that trusts the certificate.
 // Test only.
+// testTLS is the listener's TLS config for a fresh test certificate, and
+// the pool a client trusts it with.
+func testTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	certFile, keyFile, pool := testCert(t, t.TempDir())
+	cfg, err := LoadTLS(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, pool
+}
+
 func testCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

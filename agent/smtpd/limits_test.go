@@ -237,11 +237,7 @@ func TestConnectionReset(t *testing.T) {
 // offered, answer 555 (RFC 5321 section 4.1.1.11), in a plaintext session
 // and inside STARTTLS alike.
 func TestUnknownParameters(t *testing.T) {
-	certFile, keyFile, pool := testCert(t, t.TempDir())
-	cfg, err := LoadTLS(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, pool := testTLS(t)
 	for _, tlsSession := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plaintext", true: "STARTTLS"}[tlsSession], func(t *testing.T) {
 			q := &recQueue{}

@@ -411,11 +411,7 @@ func TestPutFailure(t *testing.T) {
 }
 
 func TestStartTLSInjection(t *testing.T) {
-	certFile, keyFile, pool := testCert(t, t.TempDir())
-	cfg, err := LoadTLS(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, pool := testTLS(t)
 	q := &recQueue{}
 	_, addr, _ := startServer(t, Options{TLSConfig: cfg}, q)
 	c := dial(t, addr)
