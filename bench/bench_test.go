@@ -149,38 +149,32 @@ func checkCleanedUp(t *testing.T, dir string) {
 // TestSmoke runs the whole harness once, tiny: every contender, one
 // workload, one round. It prints both tables and leaves nothing running.
 func TestSmoke(t *testing.T) {
-	dir := stateDir(t)
-	var stdout, stderr bytes.Buffer
-	code := run([]string{"-rounds", "1", "-workloads", "2KB-10x20", "-messages", "40", "-dir", dir}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("bench exited %d\nstderr:\n%s", code, stderr.String())
-	}
-	out := stdout.String()
-	for _, want := range []string{
+	smoke(t, []string{"-rounds", "1", "-workloads", "2KB-10x20", "-messages", "40"},
 		"| 1 | 2KB-10x20 | direct |", "| 1 | 2KB-10x20 | postfix |", "| 1 | 2KB-10x20 | sealrelay |",
-		"### Medians of 1 rounds", "sealrelay/Postfix", "- messages per run: 2KB-10x20: 40",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-	checkCleanedUp(t, dir)
+		"### Medians of 1 rounds", "sealrelay/Postfix", "- messages per run: 2KB-10x20: 40")
 }
 
 // TestPlainSmoke: the plain ceiling (AUTH without TLS) runs when asked
 // for, and gets its ratio column.
 func TestPlainSmoke(t *testing.T) {
+	smoke(t, []string{"-rounds", "1", "-workloads", "2KB-10x1", "-messages", "20", "-contenders", "plain,sealrelay", "-idle", "0", "-restart", "0"},
+		"| 1 | 2KB-10x1 | plain |", "| 1 | 2KB-10x1 | sealrelay |", "sealrelay/plain")
+}
+
+// smoke runs the harness with args in a state directory of its own,
+// checks that it succeeds and prints each of want, and that it leaves
+// nothing running or on disk.
+func smoke(t *testing.T, args []string, want ...string) {
+	t.Helper()
 	dir := stateDir(t)
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"-rounds", "1", "-workloads", "2KB-10x1", "-messages", "20", "-contenders", "plain,sealrelay",
-		"-idle", "0", "-restart", "0", "-dir", dir}, &stdout, &stderr)
-	if code != 0 {
+	if code := run(append(args, "-dir", dir), &stdout, &stderr); code != 0 {
 		t.Fatalf("bench exited %d\nstderr:\n%s", code, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"| 1 | 2KB-10x1 | plain |", "| 1 | 2KB-10x1 | sealrelay |", "sealrelay/plain"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
 		}
 	}
 	checkCleanedUp(t, dir)

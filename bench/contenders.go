@@ -16,18 +16,24 @@ import (
 )
 
 // The contenders, in the order -contenders lists them by default. Plain
-// runs only when asked for.
+// and the null and durable hops run only when asked for.
 const (
 	Direct    = "direct"
 	Plain     = "plain"
 	Postfix   = "postfix"
 	Sealrelay = "sealrelay"
+	Nullhop   = "nullhop"
+	Durable   = "durablehop"
 )
 
 var (
 	defaultContenders = []string{Direct, Postfix, Sealrelay}
-	allContenders     = []string{Direct, Plain, Postfix, Sealrelay}
+	allContenders     = []string{Direct, Plain, Postfix, Sealrelay, Nullhop, Durable}
 )
+
+// hops are the contenders that relay, whose rates are compared with each
+// ceiling's.
+var hops = []string{Sealrelay, Nullhop, Durable}
 
 // ceilings are the contenders that feed the upstream directly.
 var ceilings = []string{Direct, Plain}
@@ -68,6 +74,10 @@ func startContender(name string, e *env) (contender, error) {
 		return startPostfix(e)
 	case Sealrelay:
 		return startSealrelay(e)
+	case Nullhop:
+		return startNullhop(e, false)
+	case Durable:
+		return startNullhop(e, true)
 	}
 	return nil, fmt.Errorf("unknown contender %q (want %s)", name, strings.Join(allContenders, ", "))
 }

@@ -109,36 +109,11 @@ func runLoad(ctx context.Context, t Target, w Workload, runID string) (LoadResul
 
 // session opens one connection, calls send k times, and quits.
 func session(ctx context.Context, t Target, k int, send func(*smtp.Client, net.Conn) error) error {
-	if err := ctx.Err(); err != nil {
+	c, wire, closeC, err := dialTarget(ctx, t, "loadgen.bench.test")
+	if err != nil {
 		return err
 	}
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", t.Addr)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", t.Addr, err)
-	}
-	wire := conn
-	if t.TLS != nil {
-		// Greeting, EHLO, STARTTLS and the handshake here, so that the
-		// bodies can be written to the TLS connection directly.
-		if wire, err = startTLS(conn, t.TLS); err != nil {
-			conn.Close()
-			return fmt.Errorf("STARTTLS to %s: %w", t.Addr, err)
-		}
-		wire = greetedConn{wire, io.MultiReader(strings.NewReader("220 (TLS established)\r\n"), wire)}
-	}
-	c := smtp.NewClient(wire)
-	if err := c.Hello("loadgen.bench.test"); err != nil {
-		c.Close()
-		return fmt.Errorf("EHLO to %s: %w", t.Addr, err)
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if t.User != "" {
-		if err := c.Auth(sasl.NewPlainClient("", t.User, t.Pass)); err != nil {
-			return fmt.Errorf("AUTH to %s: %w", t.Addr, err)
-		}
-	}
+	defer closeC()
 	for range k {
 		if err := send(c, wire); err != nil {
 			return err
@@ -147,9 +122,47 @@ func session(ctx context.Context, t Target, k int, send func(*smtp.Client, net.C
 	return c.Quit()
 }
 
+// dialTarget connects to t, says EHLO as helo, starts TLS and
+// authenticates as t asks, and returns go-smtp's client and the
+// connection under it, to which bodies may be written directly, and the
+// function that closes the client. The client is closed when ctx ends.
+func dialTarget(ctx context.Context, t Target, helo string) (c *smtp.Client, wire net.Conn, closeC func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", t.Addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connect to %s: %w", t.Addr, err)
+	}
+	wire = conn
+	if t.TLS != nil {
+		// Greeting, EHLO, STARTTLS and the handshake here, so that the
+		// bodies can be written to the TLS connection directly.
+		if wire, err = startTLS(conn, t.TLS, helo); err != nil {
+			conn.Close()
+			return nil, nil, nil, fmt.Errorf("STARTTLS to %s: %w", t.Addr, err)
+		}
+		wire = greetedConn{wire, io.MultiReader(strings.NewReader("220 (TLS established)\r\n"), wire)}
+	}
+	c = smtp.NewClient(wire)
+	if err := c.Hello(helo); err != nil {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("EHLO to %s: %w", t.Addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	closeC = func() { stop(); c.Close() }
+	if t.User != "" {
+		if err := c.Auth(sasl.NewPlainClient("", t.User, t.Pass)); err != nil {
+			closeC()
+			return nil, nil, nil, fmt.Errorf("AUTH to %s: %w", t.Addr, err)
+		}
+	}
+	return c, wire, closeC, nil
+}
+
 // startTLS reads the greeting, says EHLO and STARTTLS on conn and returns
 // the TLS connection over it.
-func startTLS(conn net.Conn, cfg *tls.Config) (net.Conn, error) {
+func startTLS(conn net.Conn, cfg *tls.Config, helo string) (net.Conn, error) {
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	defer conn.SetDeadline(time.Time{})
 	tp := textproto.NewReader(bufio.NewReader(conn))
@@ -159,7 +172,7 @@ func startTLS(conn net.Conn, cfg *tls.Config) (net.Conn, error) {
 	for _, cmd := range []struct {
 		line string
 		code int
-	}{{"EHLO loadgen.bench.test", 250}, {"STARTTLS", 220}} {
+	}{{"EHLO " + helo, 250}, {"STARTTLS", 220}} {
 		if _, err := io.WriteString(conn, cmd.line+"\r\n"); err != nil {
 			return nil, err
 		}

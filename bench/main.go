@@ -9,6 +9,11 @@
 //     AUTH on every connection), the ceiling;
 //   - plain (only when -contenders names it): the same without TLS, AUTH
 //     PLAIN in the clear, the ceiling without the cost of TLS;
+//   - nullhop (only when -contenders names it): the cheapest relay hop the
+//     harness can build (nullhop.go), the floor under every relay;
+//   - durablehop (only when -contenders names it): the null hop with
+//     STARTTLS to the upstream and an fdatasync before each 250, the
+//     floor under every relay that keeps this benchmark's promises;
 //   - postfix: Postfix from Debian as an authenticated smarthost client,
 //     tuned as a careful operator would (internal/testing/peers/postfixtest, Tuned):
 //     relayhost = the upstream, SASL with a password map, TLS required,
@@ -40,7 +45,7 @@
 //
 // Usage:
 //
-//	go run ./bench [-rounds 3] [-workloads all|NAME,...] [-contenders direct,plain,postfix,sealrelay]
+//	go run ./bench [-rounds 3] [-workloads all|NAME,...] [-contenders direct,plain,postfix,sealrelay,nullhop,durablehop]
 //	               [-messages N] [-bin PATH] [-dir DIR] [-keep] [-v]
 //	go run ./bench sessions [-sessions 1000] [-size 1048576] [-over 15s] [-bin PATH] [-dir DIR] [-keep] [-v]
 //
@@ -118,6 +123,9 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(nullhopEnv) != "" {
+		os.Exit(runNullhop(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -136,11 +136,13 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 	if ratio {
 		hdr = append(hdr, "sealrelay/Postfix")
 	}
-	var ceils []string // ceilings that ran, for the sealrelay/ceiling columns
-	for _, c := range ceilings {
-		if has(c) && has(Sealrelay) {
-			ceils = append(ceils, c)
-			hdr = append(hdr, "sealrelay/"+c)
+	var hopCeils [][2]string // hop and ceiling that ran, for the hop/ceiling columns
+	for _, h := range hops {
+		for _, c := range ceilings {
+			if has(c) && has(h) {
+				hopCeils = append(hopCeils, [2]string{h, c})
+				hdr = append(hdr, h+"/"+c)
+			}
 		}
 	}
 	relays := slices.DeleteFunc(slices.Clone(contenders), func(c string) bool { return slices.Contains(ceilings, c) })
@@ -182,8 +184,8 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 		if ratio {
 			row = append(row, ratioCell(byC[Sealrelay], byC[Postfix]))
 		}
-		for _, c := range ceils {
-			row = append(row, ratioCell(byC[Sealrelay], byC[c]))
+		for _, hc := range hopCeils {
+			row = append(row, ratioCell(byC[hc[0]], byC[hc[1]]))
 		}
 		for _, c := range relays {
 			row = append(row, ms(time.Duration(med(c, func(r Result) float64 { return float64(r.P99) }))))
@@ -199,8 +201,8 @@ func writeSummary(w io.Writer, rs []Result, workloads []Workload, contenders []s
 	}
 }
 
-// ratioCell is the median over rounds of sealrelay's delivered/s divided
-// by another contender's (pf) in the same round.
+// ratioCell is the median over rounds of one contender's delivered/s
+// (sealrelay's, sr) divided by another's (pf) in the same round.
 func ratioCell(sr, pf []Result) string {
 	var xs []float64
 	for _, s := range sr {
