@@ -430,7 +430,23 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 	if err := c.hello(); err != nil {
 		return err
 	}
+	cmd, err := c.mailCommand(from, opts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := c.cmd(250, "%s", cmd); err != nil {
+		return err
+	}
 
+	// A new transaction has started, forget the previous recipients.
+	c.rcpts = nil
+
+	return nil
+}
+
+// mailCommand returns the MAIL FROM command for from and opts, with the
+// parameters the server's extensions call for.
+func (c *Client) mailCommand(from string, opts *MailOptions) (string, error) {
 	var sb strings.Builder
 	// A high enough power of 2 than 510+14+26+11+9+9+39+500
 	sb.Grow(2048)
@@ -445,14 +461,14 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		if _, ok := c.ext["REQUIRETLS"]; ok {
 			sb.WriteString(" REQUIRETLS")
 		} else {
-			return errors.New("smtp: server does not support REQUIRETLS")
+			return "", errors.New("smtp: server does not support REQUIRETLS")
 		}
 	}
 	if opts != nil && opts.UTF8 {
 		if _, ok := c.ext["SMTPUTF8"]; ok {
 			sb.WriteString(" SMTPUTF8")
 		} else {
-			return errors.New("smtp: server does not support SMTPUTF8")
+			return "", errors.New("smtp: server does not support SMTPUTF8")
 		}
 	}
 	if _, ok := c.ext["DSN"]; ok && opts != nil {
@@ -462,11 +478,11 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		case "":
 			// This space is intentionally left blank
 		default:
-			return errors.New("smtp: Unknown RET parameter value")
+			return "", errors.New("smtp: Unknown RET parameter value")
 		}
 		if opts.EnvelopeID != "" {
 			if !isPrintableASCII(opts.EnvelopeID) {
-				return errors.New("smtp: Malformed ENVID parameter value")
+				return "", errors.New("smtp: Malformed ENVID parameter value")
 			}
 			fmt.Fprintf(&sb, " ENVID=%s", encodeXtext(opts.EnvelopeID))
 		}
@@ -477,14 +493,7 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 		}
 		// We can safely discard parameter if server does not support AUTH.
 	}
-	if _, _, err := c.cmd(250, "%s", sb.String()); err != nil {
-		return err
-	}
-
-	// A new transaction has started, forget the previous recipients.
-	c.rcpts = nil
-
-	return nil
+	return sb.String(), nil
 }
 
 // Rcpt issues a RCPT command to the server using the provided email address.
@@ -496,8 +505,22 @@ func (c *Client) Mail(from string, opts *MailOptions) error {
 //
 // If server returns an error, it will be of type *SMTPError.
 func (c *Client) Rcpt(to string, opts *RcptOptions) error {
-	if err := validateLine(to); err != nil {
+	cmd, err := c.rcptCommand(to, opts)
+	if err != nil {
 		return err
+	}
+	if _, _, err := c.cmd(25, "%s", cmd); err != nil {
+		return err
+	}
+	c.rcpts = append(c.rcpts, to)
+	return nil
+}
+
+// rcptCommand returns the RCPT TO command for to and opts, with the
+// parameters the server's extensions call for.
+func (c *Client) rcptCommand(to string, opts *RcptOptions) (string, error) {
+	if err := validateLine(to); err != nil {
+		return "", err
 	}
 
 	var sb strings.Builder
@@ -508,7 +531,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 		if len(opts.Notify) != 0 {
 			sb.WriteString(" NOTIFY=")
 			if err := checkNotifySet(opts.Notify); err != nil {
-				return errors.New("smtp: Malformed NOTIFY parameter value")
+				return "", errors.New("smtp: Malformed NOTIFY parameter value")
 			}
 			for i, v := range opts.Notify {
 				if i != 0 {
@@ -522,7 +545,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 			switch opts.OriginalRecipientType {
 			case DSNAddressTypeRFC822:
 				if !isPrintableASCII(opts.OriginalRecipient) {
-					return errors.New("smtp: Illegal address")
+					return "", errors.New("smtp: Illegal address")
 				}
 				enc = encodeXtext(opts.OriginalRecipient)
 			case DSNAddressTypeUTF8:
@@ -532,7 +555,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 					enc = encodeUTF8AddrXtext(opts.OriginalRecipient)
 				}
 			default:
-				return errors.New("smtp: Unknown address type")
+				return "", errors.New("smtp: Unknown address type")
 			}
 			fmt.Fprintf(&sb, " ORCPT=%s;%s", string(opts.OriginalRecipientType), enc)
 		}
@@ -542,7 +565,7 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["DELIVERBY"]; ok && opts != nil && opts.DeliverBy != nil {
 		if opts.DeliverBy.Mode == DeliverByReturn && opts.DeliverBy.Time < 1 {
-			return errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
+			return "", errors.New("smtp: DELIVERBY mode must be greater than zero with return mode")
 		}
 		arg := fmt.Sprintf(" BY=%d;%s", int(opts.DeliverBy.Time.Seconds()), opts.DeliverBy.Mode)
 		if opts.DeliverBy.Trace {
@@ -552,15 +575,11 @@ func (c *Client) Rcpt(to string, opts *RcptOptions) error {
 	}
 	if _, ok := c.ext["MT-PRIORITY"]; ok && opts != nil && opts.MTPriority != nil {
 		if *opts.MTPriority < -9 || *opts.MTPriority > 9 {
-			return errors.New("smtp: MT-PRIORITY must be between -9 and 9")
+			return "", errors.New("smtp: MT-PRIORITY must be between -9 and 9")
 		}
 		sb.WriteString(fmt.Sprintf(" MT-PRIORITY=%d", *opts.MTPriority))
 	}
-	if _, _, err := c.cmd(25, "%s", sb.String()); err != nil {
-		return err
-	}
-	c.rcpts = append(c.rcpts, to)
-	return nil
+	return sb.String(), nil
 }
 
 // DataCommand is a pending DATA command. DataCommand is an io.WriteCloser.
@@ -709,6 +728,186 @@ func (c *Client) Data() (*DataCommand, error) {
 		return nil, err
 	}
 	return &DataCommand{client: c, wc: c.text.DotWriter()}, nil
+}
+
+// EnvelopeReplies are the server's refusals of the commands
+// SendEnvelope sent, each an *SMTPError.
+type EnvelopeReplies struct {
+	// Mail is the refusal of MAIL FROM, nil if the server accepted it.
+	// When it is not nil, Rcpt and Data are not set.
+	Mail error
+	// Rcpt holds the refusal of each recipient, in the order given; nil
+	// for each the server accepted. It is not nil once MAIL FROM was
+	// accepted, and shorter than the recipients only when SendEnvelope
+	// returns an error.
+	Rcpt []error
+	// Data is the refusal of DATA, nil if it was accepted or, when the
+	// server accepted no recipient, not sent (or answered with a 354
+	// that the client ended at once with an empty message's dot).
+	Data error
+}
+
+// SendEnvelope starts a mail transaction: MAIL FROM with opts, RCPT TO
+// for each of to (with rcptOpts[i] if rcptOpts is not nil), then DATA.
+//
+// When the server offers PIPELINING (RFC 2920), the commands go out in one
+// write and their replies are read after it, which saves a round trip
+// per command. Otherwise each waits for the previous reply, MAIL FROM's
+// refusal ends the transaction, and DATA is sent only once a recipient
+// has been accepted.
+//
+// The returned DataCommand, as Data returns it, is non-nil only if MAIL
+// FROM, at least one recipient and DATA were accepted; the message is
+// then written to it and it is closed. Refusals by the server are in
+// replies. A non-nil error is an invalid argument, found before anything
+// is sent, or a failure to write or read, after which the connection's
+// state is unknown and it should be closed; replies then holds the
+// replies read before it (Rcpt may be shorter than to).
+func (c *Client) SendEnvelope(from string, opts *MailOptions, to []string, rcptOpts []*RcptOptions) (w *DataCommand, replies EnvelopeReplies, err error) {
+	if rcptOpts != nil && len(rcptOpts) != len(to) {
+		return nil, replies, errors.New("smtp: SendEnvelope needs as many RcptOptions as recipients")
+	}
+	if err := validateLine(from); err != nil {
+		return nil, replies, err
+	}
+	if err := c.hello(); err != nil {
+		return nil, replies, err
+	}
+	if _, ok := c.ext["PIPELINING"]; !ok {
+		return c.sendEnvelopeInTurn(from, opts, to, rcptOpts)
+	}
+
+	cmds := make([]string, 0, len(to)+2)
+	mail, err := c.mailCommand(from, opts)
+	if err != nil {
+		return nil, replies, err
+	}
+	cmds = append(cmds, mail)
+	for i, rcpt := range to {
+		var ro *RcptOptions
+		if rcptOpts != nil {
+			ro = rcptOpts[i]
+		}
+		cmd, err := c.rcptCommand(rcpt, ro)
+		if err != nil {
+			return nil, replies, err
+		}
+		cmds = append(cmds, cmd)
+	}
+	cmds = append(cmds, "DATA")
+
+	c.conn.SetDeadline(time.Now().Add(c.CommandTimeout))
+	defer c.conn.SetDeadline(time.Time{})
+	id := c.text.Next()
+	c.text.StartRequest(id)
+	for _, cmd := range cmds {
+		c.text.W.WriteString(cmd)
+		c.text.W.WriteString("\r\n")
+	}
+	err = c.text.W.Flush()
+	c.text.EndRequest(id)
+	if err != nil {
+		return nil, replies, err
+	}
+	c.text.StartResponse(id)
+	defer c.text.EndResponse(id)
+
+	// Every reply is read, whatever came before, so that the next
+	// command's reply is its own.
+	mailOK := true
+	if _, _, err := c.readResponse(250); err != nil {
+		if !isSMTPError(err) {
+			return nil, replies, err
+		}
+		replies.Mail, mailOK = err, false
+	}
+	rcpts := make([]error, 0, len(to)) // replies.Rcpt if MAIL FROM was accepted
+	var accepted []string
+	for i := range to {
+		_, _, err := c.readResponse(25)
+		if err != nil && !isSMTPError(err) {
+			if mailOK {
+				replies.Rcpt = rcpts
+			}
+			return nil, replies, err
+		}
+		rcpts = append(rcpts, err)
+		if err == nil {
+			accepted = append(accepted, to[i])
+		}
+	}
+	_, _, dataErr := c.readResponse(354)
+	if mailOK {
+		replies.Rcpt = rcpts
+	}
+	if dataErr != nil && !isSMTPError(dataErr) {
+		return nil, replies, dataErr
+	}
+	if mailOK {
+		replies.Data = dataErr
+	}
+	if dataErr == nil && (!mailOK || len(accepted) == 0) {
+		// A server should refuse DATA without a valid transaction; one
+		// that took it gets the dot of an empty message (RFC 2920,
+		// section 3.1), whatever it answers.
+		if _, err := c.text.W.WriteString(".\r\n"); err != nil {
+			return nil, replies, err
+		}
+		if err := c.text.W.Flush(); err != nil {
+			return nil, replies, err
+		}
+		if _, _, err := c.readResponse(250); err != nil && !isSMTPError(err) {
+			return nil, replies, err
+		}
+		return nil, replies, nil
+	}
+	if dataErr != nil || !mailOK {
+		return nil, replies, nil
+	}
+	c.rcpts = accepted
+	return &DataCommand{client: c, wc: c.text.DotWriter()}, replies, nil
+}
+
+// sendEnvelopeInTurn is SendEnvelope without PIPELINING.
+func (c *Client) sendEnvelopeInTurn(from string, opts *MailOptions, to []string, rcptOpts []*RcptOptions) (w *DataCommand, replies EnvelopeReplies, err error) {
+	if err := c.Mail(from, opts); err != nil {
+		if !isSMTPError(err) {
+			return nil, replies, err
+		}
+		replies.Mail = err
+		return nil, replies, nil
+	}
+	replies.Rcpt = make([]error, 0, len(to))
+	some := false
+	for i, rcpt := range to {
+		var ro *RcptOptions
+		if rcptOpts != nil {
+			ro = rcptOpts[i]
+		}
+		err := c.Rcpt(rcpt, ro)
+		if err != nil && !isSMTPError(err) {
+			return nil, replies, err
+		}
+		replies.Rcpt = append(replies.Rcpt, err)
+		some = some || err == nil
+	}
+	if !some {
+		return nil, replies, nil
+	}
+	w, err = c.Data()
+	if err != nil {
+		if !isSMTPError(err) {
+			return nil, replies, err
+		}
+		replies.Data = err
+		return nil, replies, nil
+	}
+	return w, replies, nil
+}
+
+func isSMTPError(err error) bool {
+	var smtpErr *SMTPError
+	return errors.As(err, &smtpErr)
 }
 
 // SendMail will use an existing connection to send an email from
