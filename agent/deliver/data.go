@@ -9,33 +9,21 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-
-	"github.com/sealrelay/sealrelay/agent/spool"
 )
 
-// data sends the message body and returns the relay's final reply: its
+// data sends the message body read from body once the relay has
+// answered DATA with 354 (w), and returns the relay's final reply: its
 // text on success ("2.0.0 Ok: queued as 4ZxYw"), else the error.
 //
-// After go-smtp's client has had the 354, the body goes straight to the
-// connection, dot-stuffed here a buffer at a time (go-smtp's writer,
-// net/textproto's, stuffs a byte at a time: at 100 KB it was the
-// delivery's largest cost). Only the body's last line ending goes through
-// go-smtp's writer, which leaves it ready for its Close to send the final
-// "." and read the reply, so the transaction ends in go-smtp's state as
-// before. The client's own buffer is empty then: it flushes each command.
-func (cn *conn) data(m *spool.Delivery) (string, error) {
-	body, err := m.Open()
-	if err != nil {
-		// Nothing was sent after RCPT; the transaction stays open, so put
-		// closes the connection.
-		return "", &localError{fmt.Errorf("open spooled message %s: %w", m.ID, err)}
-	}
-	defer body.Close()
-	w, err := cn.c.Data()
-	if err != nil {
-		return "", err
-	}
-	tail, err := cn.sendBody(body, m.ID)
+// The body goes straight to the connection, dot-stuffed here a buffer at
+// a time (go-smtp's writer, net/textproto's, stuffs a byte at a time: at
+// 100 KB it was the delivery's largest cost). Only the body's last line
+// ending goes through go-smtp's writer, which leaves it ready for its
+// Close to send the final "." and read the reply, so the transaction ends
+// in go-smtp's state as before. The client's own buffer is empty then: it
+// flushes each command.
+func (cn *conn) data(id string, body io.Reader, w *smtp.DataCommand) (string, error) {
+	tail, err := cn.sendBody(body, id)
 	if err == nil {
 		_, err = w.Write(tail)
 	}

@@ -51,11 +51,13 @@ const (
 	retryRefused              // the pooled connection answered MAIL with a 5xx
 )
 
-// transaction sends MAIL, RCPT for each recipient and DATA. Once MAIL is
-// taken, the relay's answers are final for this attempt. On a reused
-// connection, a MAIL that fails with a network error or 421 (the relay had
-// closed the session) reports retryDropped, and one that gets a 5xx
-// reports retryRefused: nothing was taken, try another connection.
+// transaction sends MAIL, RCPT for each recipient and DATA, in one write
+// when the relay offers PIPELINING (go-smtp's SendEnvelope), then the
+// body. Once MAIL is taken, the relay's answers are final for this
+// attempt. On a reused connection, a network error before the body (the
+// relay had closed the session, or closed it now) or a 421 to MAIL
+// reports retryDropped, and a 5xx to MAIL retryRefused: nothing was
+// taken, try another connection.
 func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptResult, again retry) {
 	name := cn.r.cfg.Name
 	res = make([]spool.RcptResult, len(m.To))
@@ -109,38 +111,71 @@ func (cn *conn) transaction(m *spool.Delivery, reused bool) (res []spool.RcptRes
 			}
 		}
 	}
-	if err := cn.c.Mail(m.From, opts); err != nil {
+	// The body is opened before anything is sent: DATA goes out with the
+	// envelope when the relay offers PIPELINING.
+	body, err := m.Open()
+	if err != nil {
+		return setAll(rcpts, &localError{fmt.Errorf("open spooled message %s: %w", m.ID, err)}), retryNone
+	}
+	defer body.Close()
+
+	mailCmd := fmt.Sprintf("MAIL FROM:<%s>", m.From)
+	rcptCmd := func(i int) string { return fmt.Sprintf("RCPT TO:<%s>", m.To[i]) }
+	to := make([]string, len(rcpts))
+	for k, i := range rcpts {
+		to[k] = m.To[i]
+	}
+	w, replies, err := cn.c.SendEnvelope(m.From, opts, to, nil)
+	if err != nil {
+		cn.broken = true
+		if reused {
+			// Nothing of the message was sent: the relay had closed the
+			// pooled session, or closed it now.
+			return nil, retryDropped
+		}
+	}
+	if replies.Mail != nil {
 		var se *smtp.SMTPError
+		errors.As(replies.Mail, &se)
 		switch {
-		case reused && (!errors.As(err, &se) || se.Code == 421):
+		case reused && se.Code == 421:
 			cn.broken = true
 			return nil, retryDropped
 		case reused && se.Code >= 500:
 			cn.broken = true
 			return nil, retryRefused
 		}
-		return setAll(rcpts, refused(fmt.Sprintf("MAIL FROM:<%s>", m.From), err)), retryNone
+		return setAll(rcpts, refused(mailCmd, replies.Mail)), retryNone
+	}
+	if replies.Rcpt == nil {
+		// The connection failed before MAIL's reply.
+		return setAll(rcpts, relayErr(mailCmd, err)), retryNone
 	}
 	cn.inTransaction = true
 	var accepted []int
-	for k, i := range rcpts {
-		to := m.To[i]
-		if err := cn.c.Rcpt(to, nil); err != nil {
-			err = refused(fmt.Sprintf("RCPT TO:<%s>", to), err)
-			if cn.broken {
-				// The recipients accepted so far got no DATA either.
-				return setAll(append(accepted, rcpts[k:]...), err), retryNone
-			}
-			setAll([]int{i}, err)
+	for k, rerr := range replies.Rcpt {
+		if rerr != nil {
+			setAll([]int{rcpts[k]}, refused(rcptCmd(rcpts[k]), rerr))
 			continue
 		}
-		accepted = append(accepted, i)
+		accepted = append(accepted, rcpts[k])
+	}
+	if err != nil {
+		// The recipients accepted, and those not answered, got no DATA.
+		cmd := "DATA"
+		if n := len(replies.Rcpt); n < len(rcpts) {
+			cmd = rcptCmd(rcpts[n])
+		}
+		return setAll(append(accepted, rcpts[len(replies.Rcpt):]...), relayErr(cmd, err)), retryNone
 	}
 	if len(accepted) == 0 {
 		return res, retryNone
 	}
+	if replies.Data != nil {
+		return setAll(accepted, relayErr("DATA", replies.Data)), retryNone
+	}
 
-	text, err := cn.data(m)
+	text, err := cn.data(m.ID, body, w)
 	if err == nil {
 		code, enhanced, reply := okReply(text)
 		for _, i := range accepted {
