@@ -194,29 +194,38 @@ type greetedConn struct {
 func (c greetedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // sendOne sends one message and returns the time from the end of its data
-// to the 250. The message (headers, then filler, which has no line that
-// starts with a dot) is written to the connection in one piece once the
-// 354 is in, as a client that has its message ready does; its last CRLF
-// goes through go-smtp's writer, whose Close sends the final dot and reads
-// the reply.
+// to the 250: its headers, then filler, which has no line that starts
+// with a dot.
 func sendOne(c *smtp.Client, wire net.Conn, msgID string, filler []byte, buf *[]byte) (time.Duration, error) {
-	if err := c.Mail("loadgen@bench.test", nil); err != nil {
+	msg := append((*buf)[:0], "From: loadgen@bench.test\r\nTo: sink@example.net\r\nSubject: sealrelay benchmark\r\nMessage-ID: "...)
+	msg = append(append(append(msg, msgID...), "\r\n\r\n"...), filler...)
+	*buf = msg
+	return sendMessage(c, wire, "loadgen@bench.test", []string{"sink@example.net"}, msg)
+}
+
+// sendMessage sends msg, which ends in CRLF and has no line that starts
+// with a dot, from from to to: MAIL, RCPT, DATA, then, once the 354 is
+// in, msg written to the connection in one piece, as a client that has
+// its message ready does, all but its last CRLF; that goes through
+// go-smtp's writer, whose Close sends the final dot and reads the reply.
+// It returns the time from the end of the data to the reply.
+func sendMessage(c *smtp.Client, wire net.Conn, from string, to []string, msg []byte) (time.Duration, error) {
+	if err := c.Mail(from, nil); err != nil {
 		return 0, err
 	}
-	if err := c.Rcpt("sink@example.net", nil); err != nil {
-		return 0, err
+	for _, rcpt := range to {
+		if err := c.Rcpt(rcpt, nil); err != nil {
+			return 0, err
+		}
 	}
 	w, err := c.Data()
 	if err != nil {
 		return 0, err
 	}
-	msg := append((*buf)[:0], "From: loadgen@bench.test\r\nTo: sink@example.net\r\nSubject: sealrelay benchmark\r\nMessage-ID: "...)
-	msg = append(append(append(msg, msgID...), "\r\n\r\n"...), filler[:len(filler)-2]...)
-	*buf = msg
-	if _, err := wire.Write(msg); err != nil {
+	if _, err := wire.Write(msg[:len(msg)-2]); err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(filler[len(filler)-2:]); err != nil {
+	if _, err := w.Write(msg[len(msg)-2:]); err != nil {
 		return 0, err
 	}
 	t0 := time.Now()

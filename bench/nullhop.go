@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -272,7 +273,7 @@ func (s *hopSession) Reset()        { s.from, s.to = "", nil }
 func (s *hopSession) Logout() error { return nil }
 
 func (s *hopSession) Data(r io.Reader) error {
-	b, err := readAll(r, nil)
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
 	}
@@ -289,48 +290,11 @@ func (s *hopSession) Data(r io.Reader) error {
 	return nil
 }
 
-// readAll reads r to its end, appending to b.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
-
-// forward sends one message on uc: MAIL, RCPT, DATA, then body (without
-// its last CRLF) in one write and the final CRLF through go-smtp's
-// writer, whose Close sends the dot and reads the reply, as the load
-// generator does.
+// forward sends one message on uc, as the load generator does.
 func forward(uc *upstreamConn, from string, to []string, body []byte) error {
-	if err := uc.c.Mail(from, nil); err != nil {
-		return err
-	}
-	for _, rcpt := range to {
-		if err := uc.c.Rcpt(rcpt, nil); err != nil {
-			return err
-		}
-	}
-	w, err := uc.c.Data()
-	if err != nil {
-		return err
-	}
-	if !strings.HasSuffix(string(body[max(0, len(body)-2):]), "\r\n") {
+	if !bytes.HasSuffix(body, []byte("\r\n")) {
 		body = append(body, '\r', '\n')
 	}
-	if _, err := uc.wire.Write(body[:len(body)-2]); err != nil {
-		return err
-	}
-	if _, err := w.Write(body[len(body)-2:]); err != nil {
-		return err
-	}
-	return w.Close()
+	_, err := sendMessage(uc.c, uc.wire, from, to, body)
+	return err
 }
