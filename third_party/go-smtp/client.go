@@ -784,11 +784,7 @@ func (c *Client) SendEnvelope(from string, opts *MailOptions, to []string, rcptO
 	}
 	cmds = append(cmds, mail)
 	for i, rcpt := range to {
-		var ro *RcptOptions
-		if rcptOpts != nil {
-			ro = rcptOpts[i]
-		}
-		cmd, err := c.rcptCommand(rcpt, ro)
+		cmd, err := c.rcptCommand(rcpt, optsAt(rcptOpts, i))
 		if err != nil {
 			return nil, replies, err
 		}
@@ -880,11 +876,7 @@ func (c *Client) sendEnvelopeInTurn(from string, opts *MailOptions, to []string,
 	replies.Rcpt = make([]error, 0, len(to))
 	some := false
 	for i, rcpt := range to {
-		var ro *RcptOptions
-		if rcptOpts != nil {
-			ro = rcptOpts[i]
-		}
-		err := c.Rcpt(rcpt, ro)
+		err := c.Rcpt(rcpt, optsAt(rcptOpts, i))
 		if err != nil && !isSMTPError(err) {
 			return nil, replies, err
 		}
@@ -903,6 +895,14 @@ func (c *Client) sendEnvelopeInTurn(from string, opts *MailOptions, to []string,
 		return nil, replies, nil
 	}
 	return w, replies, nil
+}
+
+// optsAt returns rcptOpts[i], or nil if rcptOpts is nil.
+func optsAt(rcptOpts []*RcptOptions, i int) *RcptOptions {
+	if rcptOpts == nil {
+		return nil
+	}
+	return rcptOpts[i]
 }
 
 func isSMTPError(err error) bool {
